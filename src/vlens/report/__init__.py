@@ -1,0 +1,1 @@
+"""vlens.report"""
