@@ -15,6 +15,10 @@ COMMAND_MODULES = [
     "vlens.cli.world",
     "vlens.cli.predict",
     "vlens.cli.vlm",
+    "vlens.cli.vlm_train",
+    "vlens.cli.analyze",
+    "vlens.cli.report",
+    "vlens.cli.pipeline",
 ]
 
 for _name in COMMAND_MODULES:
