@@ -1,0 +1,176 @@
+"""The `Engine` plug-in point, the sinks engines write to, and the per-batch logic they share.
+
+An engine takes a stage, a stream of items (dicts with at least ``id``; image items carry
+``uri`` and, once hashed, ``content_hash``) and a sink, and guarantees:
+
+- bounded memory: items are consumed lazily, one batch at a time;
+- resume: items whose id the sink already holds are skipped before any work;
+- cache: rows for (stage fingerprint, content key) already in the cache are reused; only
+  misses reach the stage; successful rows are written back (error rows are not cached, so
+  a transient failure is retried next run);
+- durability: each finished batch is appended to the sink before the next one starts, so
+  a crash loses at most the batches in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+from vlens.engine.cache import Cache
+from vlens.engine.stage import Row, check_rows, stage_key
+from vlens.engine.store import RunStore
+from vlens.errors import ImageError
+from vlens.registry import Registry
+
+
+@dataclass
+class RunStats:
+    """What one engine run did. ``total = skipped + cached + computed``."""
+
+    total: int = 0
+    skipped: int = 0  # already in the run store (resume)
+    cached: int = 0  # served from the cache
+    computed: int = 0  # sent to the stage
+    errors: int = 0  # error rows among cached + computed
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- sinks ------------------------------------------------------------------------------
+@runtime_checkable
+class Sink(Protocol):
+    """Where an engine puts finished rows. `done_ids` drives resume."""
+
+    def done_ids(self) -> set[str]: ...
+
+    def write(self, items: list[Row], rows: list[Row]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Derive = Callable[[list[Row], list[Row]], list[Row]]
+
+
+class TableSink:
+    """Appends stage rows to table `table` of a run store; `derived` tables get rows built
+    from (items, rows) of the same batch (e.g. samples.parquet beside predictions).
+
+    Derived parts are written *before* the primary part: the primary table decides what is
+    done, so a kill between the two only re-does that batch (finalize dedups by id).
+    """
+
+    def __init__(self, store: RunStore, table: str, derived: dict[str, Derive] | None = None):
+        self.store, self.table, self.derived = store, table, dict(derived or {})
+
+    def done_ids(self) -> set[str]:
+        return self.store.ids(self.table)
+
+    def write(self, items: list[Row], rows: list[Row]) -> None:
+        for name, fn in self.derived.items():
+            self.store.append(name, pd.DataFrame(fn(items, rows)))
+        self.store.append(self.table, pd.DataFrame(rows))
+
+    def close(self) -> None:
+        for name in [*self.derived, self.table]:
+            self.store.finalize(name)
+
+
+# ---- helpers shared by engines -------------------------------------------------------------
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, streamed (the content hash used in every cache key)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _content_hash_fn() -> Callable[[str], str]:
+    try:  # prefer the data area's definition so every area keys the cache identically
+        from vlens.data.images import content_hash  # type: ignore[attr-defined]
+
+        return content_hash
+    except ImportError:
+        return file_sha256
+
+
+def ensure_content_hash(item: Row, hasher: Callable[[str], str] | None = None) -> Row:
+    """Fill ``item["content_hash"]`` from the file at ``item["uri"]`` when missing.
+
+    An unreadable file leaves it None: the item is then never cached and the stage reports
+    the reason when it tries to decode it.
+    """
+    if item.get("content_hash") or not item.get("uri"):
+        return item
+    try:
+        item["content_hash"] = (hasher or _content_hash_fn())(str(item["uri"]))
+    except (OSError, ImageError):
+        item["content_hash"] = None
+    return item
+
+
+def batched(items: Iterable[Row], n: int) -> Iterator[list[Row]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def process_batch(
+    stage: Any, todo: list[Row], cache: Cache | None, stats: RunStats
+) -> list[Row]:
+    """Rows for `todo`: cache hits reused, misses computed by `stage` and cached."""
+    for it in todo:
+        ensure_content_hash(it)
+    keys = [stage_key(stage, it) for it in todo]
+    hits = cache.get_many(stage.fingerprint, [k for k in keys if k]) if cache else {}
+    rows: list[Row | None] = [None] * len(todo)
+    misses: list[int] = []
+    for i, (it, k) in enumerate(zip(todo, keys, strict=True)):
+        if k and k in hits:
+            rows[i] = {**hits[k], "id": it["id"]}
+        else:
+            misses.append(i)
+    stats.cached += len(todo) - len(misses)
+    if misses:
+        sub = [todo[i] for i in misses]
+        out = check_rows(stage, sub, stage(sub))
+        stats.computed += len(sub)
+        put: dict[str, Row] = {}
+        for i, row in zip(misses, out, strict=True):
+            rows[i] = row
+            if keys[i] and row.get("status", "ok") == "ok":
+                put[keys[i]] = {k: v for k, v in row.items() if k != "id"}
+        if cache is not None and put:
+            cache.put_many(stage.fingerprint, put)
+    final = [r for r in rows if r is not None]
+    stats.errors += sum(1 for r in final if r.get("status") == "error")
+    return final
+
+
+# ---- the plug-in point -----------------------------------------------------------------------
+@runtime_checkable
+class Engine(Protocol):
+    """Runs a stage over a stream of items into a sink (see module docstring)."""
+
+    name: str
+
+    def run(
+        self,
+        stage: Any,
+        items: Iterable[Row],
+        sink: Sink,
+        *,
+        cache: Cache | None = None,
+        batch_size: int = 32,
+        total: int | None = None,
+        progress: bool = True,
+    ) -> RunStats: ...
+
+
+ENGINES: Registry[Engine] = Registry("engine")

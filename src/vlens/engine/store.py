@@ -1,0 +1,265 @@
+"""The run directory: atomic files, Parquet tables written incrementally, artefact folders.
+
+Every write goes to a temporary file in the same directory, is fsynced, then renamed over
+the target with `os.replace` (atomic on POSIX), so a crash or a failing writer leaves either
+the previous file or the new one, never half of one. Tables grow by *parts*
+(``<name>.parts/part-00000.parquet``, ...) so a long run appends one batch at a time and a
+kill loses at most the batch in flight; `finalize` compacts the parts into ``<name>.parquet``.
+Readers see the compacted table plus any pending parts, deduplicated by ``id`` (latest wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from vlens.errors import StoreError
+
+SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
+"""A config key containing any of these words (case-insensitive) is never written to disk."""
+REDACTED = "<redacted>"
+_PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename: fsync the directory entry (best effort; not possible on every OS)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file beside `path`; on success fsync + rename it over `path`.
+
+    If the body raises, the temp file is removed and `path` keeps its previous content.
+    Temp names start with ``.`` and end in ``.tmp`` so readers never pick them up.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError("atomic_open supports 'w' and 'wb'")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> None:
+    """Let `writer(fileobj)` fill `path` atomically (e.g. ``np.savez_compressed``, PIL save)."""
+    with atomic_open(path, "wb") as f:
+        writer(f)
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """Return a copy of `obj` with the value of every secret-looking key replaced.
+
+    A key is secret when its name contains one of `SECRET_WORDS` (``api_key``, ``HF_TOKEN``,
+    ``password``...). Nested dicts and lists are walked; strings that *look* like bearer
+    tokens in a URL are not parsed — keep secrets in keys, e.g. ``api_key_env``.
+    """
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if any(w in str(k).lower() for w in SECRET_WORDS) and v is not None:
+                out[k] = REDACTED
+            else:
+                out[k] = scrub_secrets(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise StoreError(f"cannot store table: {e}") from e
+
+
+class RunStore:
+    """One run directory. Safe against crashes; meant for one writer process at a time."""
+
+    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
+        self.path = Path(path)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_dir():
+            raise StoreError(f"run directory not found: {self.path}")
+
+    # ---- config -------------------------------------------------------------------------
+    def write_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Write config.yaml without secrets; returns what was written."""
+        clean = scrub_secrets(dict(config))
+        text = yaml.safe_dump(clean, sort_keys=True, allow_unicode=True)
+        with atomic_open(self.path / "config.yaml", "w") as f:
+            f.write(text)
+        return clean
+
+    def read_config(self) -> dict[str, Any]:
+        p = self.path / "config.yaml"
+        if not p.exists():
+            return {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return data or {}
+
+    # ---- whole tables ---------------------------------------------------------------------
+    def _check(self, name: str) -> None:
+        if not _NAME_RE.match(name) or name.endswith(".parquet"):
+            raise StoreError(f"bad table name {name!r}")
+
+    def table_path(self, name: str) -> Path:
+        self._check(name)
+        return self.path / f"{name}.parquet"
+
+    def parts_dir(self, name: str) -> Path:
+        self._check(name)
+        return self.path / f"{name}.parts"
+
+    def write_table(self, name: str, df: pd.DataFrame) -> Path:
+        """Replace table `name` atomically with `df` (pending parts are dropped)."""
+        target = self.table_path(name)
+        table = _to_arrow(df)
+        with atomic_open(target, "wb") as f:
+            pq.write_table(table, f)
+        shutil.rmtree(self.parts_dir(name), ignore_errors=True)
+        return target
+
+    def _part_files(self, name: str) -> list[Path]:
+        d = self.parts_dir(name)
+        if not d.is_dir():
+            return []
+        found = []
+        for p in d.iterdir():
+            m = _PART_RE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def has_table(self, name: str) -> bool:
+        return self.table_path(name).exists() or bool(self._part_files(name))
+
+    def read_table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """The table as pandas: compacted file + pending parts, dedup by id (latest wins).
+
+        Returns None when the table does not exist. Temp files are never read.
+        """
+        pieces = []
+        base = self.table_path(name)
+        files = ([base] if base.exists() else []) + self._part_files(name)
+        if not files:
+            return None
+        for p in files:
+            try:
+                pieces.append(pq.read_table(p, columns=columns).to_pandas())
+            except (OSError, pa.ArrowInvalid) as e:
+                raise StoreError(f"cannot read {p}: {e}") from e
+        if len(pieces) == 1:
+            return pieces[0]
+        df = pd.concat([p for p in pieces if len(p)] or pieces[:1], ignore_index=True)
+        if "id" in df.columns:
+            df = df.drop_duplicates("id", keep="last").reset_index(drop=True)
+        return df
+
+    def ids(self, name: str) -> set[str]:
+        """Ids already stored in `name` (reads only the id column)."""
+        df = self.read_table(name, columns=["id"])
+        return set() if df is None else set(df["id"].astype(str))
+
+    # ---- incremental tables ---------------------------------------------------------------
+    def append(self, name: str, df: pd.DataFrame) -> Path | None:
+        """Add `df` as a new part of table `name` (atomic; returns the part path)."""
+        if df is None or len(df) == 0:
+            return None
+        d = self.parts_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        existing = self._part_files(name)
+        nxt = int(_PART_RE.match(existing[-1].name).group(1)) + 1 if existing else 0
+        target = d / f"part-{nxt:05d}.parquet"
+        table = _to_arrow(df)
+        with atomic_open(target, "wb") as f:
+            pq.write_table(table, f)
+        return target
+
+    def finalize(self, name: str, sort_by: str | None = "id") -> pd.DataFrame | None:
+        """Compact parts into ``<name>.parquet`` (dedup by id, latest wins), drop the parts.
+
+        Crash-safe: the compacted file is renamed into place before parts are removed, and
+        re-reading both gives the same rows, so an interrupted finalize is simply redone.
+        """
+        if not self._part_files(name):
+            return self.read_table(name)
+        df = self.read_table(name)
+        if df is None:
+            return None
+        if sort_by and sort_by in df.columns:
+            df = df.sort_values(sort_by, kind="stable").reset_index(drop=True)
+        target = self.table_path(name)
+        with atomic_open(target, "wb") as f:
+            pq.write_table(_to_arrow(df), f)
+        shutil.rmtree(self.parts_dir(name), ignore_errors=True)
+        return df
+
+    # ---- json + artefacts -----------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> Path:
+        import json
+
+        target = self.path / name
+        with atomic_open(target, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        return target
+
+    def read_json(self, name: str) -> Any | None:
+        import json
+
+        p = self.path / name
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    def artefact_path(self, relpath: str) -> Path:
+        """Absolute path for an artefact (e.g. ``saliency/views/x.png``), checked to stay inside."""
+        p = (self.path / relpath).resolve()
+        root = self.path.resolve()
+        if root != p and root not in p.parents:
+            raise StoreError(f"artefact path escapes the run directory: {relpath!r}")
+        return p
+
+    def write_artefact(self, relpath: str, data: bytes | Callable[[IO[bytes]], None]) -> str:
+        """Write an artefact atomically; returns its path relative to the run dir."""
+        p = self.artefact_path(relpath)
+        if callable(data):
+            atomic_write_with(p, data)
+        else:
+            atomic_write_bytes(p, data)
+        return p.relative_to(self.path.resolve()).as_posix()

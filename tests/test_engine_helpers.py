@@ -1,0 +1,159 @@
+"""Shared fixtures for the engine tests: a hand-built 3-class colour model and tiny datasets.
+
+The model averages each RGB channel (in [0, 1]) and multiplies by 10: logits for
+(red, green, blue) = 10 * channel means, so every prediction is computable by hand.
+Also runnable as a script (used by the resume-after-kill test):
+``python test_engine_helpers.py DATA_DIR OUT_DIR CACHE_DIR|- BATCH SLEEP_S``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlens.data.base import SOURCES, Sample
+from vlens.models.base import MODELS
+
+CLASSES = ["red", "green", "blue"]
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+class ColourTask:
+    name = "classification"
+
+    def postprocess(self, output: Any, samples: Sequence[Sample], class_names: Sequence[str]):
+        probs = torch.softmax(output, dim=1).cpu().numpy()
+        rows = []
+        for s, p in zip(samples, probs, strict=True):
+            k = int(np.argmax(p))
+            li = class_names.index(s.label) if s.label in class_names else None
+            rows.append({
+                "id": s.id,
+                "pred": class_names[k],
+                "confidence": float(p[k]),
+                "correct": None if li is None else bool(k == li),
+                "loss": None if li is None else float(-math.log(p[li])),
+                "topk_labels": [class_names[i] for i in np.argsort(-p)[:2]],
+                "topk_probs": [float(v) for v in np.sort(p)[::-1][:2]],
+            })
+        return rows
+
+    def default_target(self, output, rows):  # pragma: no cover - not used by the engine
+        raise NotImplementedError
+
+
+class ColourAdapter:
+    """ModelAdapter over a fixed linear layer: logits = 10 * mean RGB."""
+
+    def __init__(self) -> None:
+        self.task = ColourTask()
+        self.class_names = list(CLASSES)
+        self.device = torch.device("cpu")
+        self.module = torch.nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.module.weight.copy_(10 * torch.eye(3))
+        self.fingerprint = "colour-v1"
+        self.input_size = (8, 8)
+        self.forward_calls = 0
+
+    def preprocess(self, images):
+        arr = np.stack([np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32)
+                        for im in images])
+        return torch.from_numpy(arr / 255.0).permute(0, 3, 1, 2)
+
+    def forward(self, x):
+        self.forward_calls += 1
+        return self.module(x.mean(dim=(2, 3)))
+
+
+class ListSource:
+    """A DatasetSource over an explicit list of samples."""
+
+    def __init__(self, samples: list[Sample], root: str = "") -> None:
+        self.samples, self.root, self.class_names = samples, root, list(CLASSES)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def make_images(root: Path, n: int, bad: int = 0, seed: int = 0) -> ListSource:
+    """n colour PNGs (labels cycle red/green/blue; every 7th label is wrong on purpose so
+    accuracy is not trivially 1) plus `bad` corrupt files (zero-byte / text)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for i in range(n):
+        colour = CLASSES[i % 3]
+        label = CLASSES[(i + 1) % 3] if i % 7 == 0 else colour
+        base = np.array(COLOURS[colour], dtype=np.int16)
+        arr = np.clip(base + rng.integers(-20, 21, size=(8, 8, 3)), 0, 255).astype(np.uint8)
+        p = root / f"img{i:05d}.png"
+        Image.fromarray(arr).save(p)
+        samples.append(Sample(id=f"s{i:05d}", uri=str(p), label=label,
+                              metadata={"colour": colour, "index": i}))
+    for j in range(bad):
+        p = root / f"bad{j:03d}.png"
+        p.write_bytes(b"" if j % 2 == 0 else b"this is not a png")
+        samples.append(Sample(id=f"bad{j:03d}", uri=str(p), label="red",
+                              metadata={"colour": "none", "index": -1}))
+    return ListSource(samples, str(root))
+
+
+def scan(root: Path) -> ListSource:
+    """Rebuild the samples of `make_images` from disk (for subprocesses)."""
+    samples = []
+    for p in sorted(root.glob("*.png")):
+        if p.name.startswith("img"):
+            i = int(p.stem[3:])
+            colour = CLASSES[i % 3]
+            label = CLASSES[(i + 1) % 3] if i % 7 == 0 else colour
+            samples.append(Sample(id=f"s{i:05d}", uri=str(p), label=label,
+                                  metadata={"colour": colour, "index": i}))
+        else:
+            samples.append(Sample(id=p.stem, uri=str(p), label="red",
+                                  metadata={"colour": "none", "index": -1}))
+    return ListSource(samples, str(root))
+
+
+if "enginetest" not in MODELS:
+    MODELS.register("enginetest", help="test: 3-class colour model")(
+        lambda *a, **k: ColourAdapter()
+    )
+if "enginetest" not in SOURCES:
+    SOURCES.register("enginetest", help="test: colour images in a folder")(
+        lambda arg="", **k: scan(Path(arg))
+    )
+
+
+def slow_loader(sleep_s: float):
+    from vlens.data.images import load_image
+
+    def load(path: str):
+        time.sleep(sleep_s)
+        return load_image(path)
+
+    return load
+
+
+if __name__ == "__main__":
+    from vlens.engine.cache import Cache
+    from vlens.engine.predict import run_predict
+
+    torch.set_num_threads(1)
+    data, out, cache_dir, batch, sleep_s = sys.argv[1:6]
+    cache = None if cache_dir == "-" else Cache(cache_dir)
+    res = run_predict(ColourAdapter(), scan(Path(data)), out, batch_size=int(batch),
+                      cache=cache, progress=False, loader=slow_loader(float(sleep_s)))
+    print(f"DONE pid={os.getpid()} n={res.n} computed={res.stats.computed}")
