@@ -11,7 +11,11 @@ from typing import Any
 import torch
 
 from vlens.models import adapters as _adapters  # noqa: F401  (torch:, demo)
+from vlens.models import detection as _detection  # noqa: F401  (detection)
+from vlens.models import onnx as _onnx  # noqa: F401  (onnx:)
+from vlens.models import segmentation as _segmentation  # noqa: F401  (segmentation)
 from vlens.models import tasks as _tasks  # noqa: F401  (classification)
+from vlens.models import zoo as _zoo  # noqa: F401  (torchvision:, timm:)
 from vlens.models.adapters import TorchAdapter, load_weights, state_dict_digest
 from vlens.models.base import MODELS, TASKS, ModelAdapter, Target, Task
 from vlens.models.predict import predict_batch

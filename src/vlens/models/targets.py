@@ -84,6 +84,7 @@ class BoxScoreTarget:
             if self.labels is not None:
                 ious = torch.where(det["labels"] == self.labels[i].to(boxes.device), ious,
                                    torch.full_like(ious, -1.0))
+            ious = ious.detach()
             j = int(torch.argmax(ious))
             vals.append(scores[j] if float(ious[j]) >= self.iou_thr else zero)
         return torch.stack(vals)
