@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlens.data import coco as _coco  # noqa: F401  (registers coco:)
 from vlens.data import folder as _folder  # noqa: F401  (registers folder:)
 from vlens.data import manifest as _manifest  # noqa: F401  (registers manifest:)
 from vlens.data.base import SOURCES, DatasetSource, Sample
