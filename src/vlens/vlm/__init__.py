@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from vlens.vlm.base import CONTRASTIVE, GENERATIVE, VLMS, VLM, AskResult, require
+from vlens.vlm.base import CONTRASTIVE, GENERATIVE, VLM, VLMS, AskResult, require
 
 # Backend modules, imported for their side effect of registering in VLMS.
 BACKEND_MODULES = ["vlens.vlm.hf", "vlens.vlm.openai_compat", "vlens.vlm.embedded"]

@@ -23,7 +23,8 @@ class JudgeAnswer(BaseModel):
     focus_score: float = Field(
         ge=0,
         le=5,
-        description="0 = scattered or irrelevant attention, 5 = fully on the object, no distractions",
+        description="0 = scattered or irrelevant attention, "
+        "5 = fully on the object, no distractions",
     )
     object_visible: Literal["none", "partial", "full"] = Field(
         description="how much of the predicted object is visible"

@@ -56,7 +56,7 @@ class ParseError(ValueError):
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON object in `text`: the whole text, a ```json fence, or one embedded in prose."""
+    """The first JSON object in `text`: the whole text, a ```json fence, or one in prose."""
     s = text.strip()
     candidates = [s] + [m.group(1).strip() for m in _FENCE.finditer(s)]
     for c in candidates:
