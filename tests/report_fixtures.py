@@ -251,7 +251,7 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
     p_lab = float((label[water] == classes[2]).mean()) if water.any() else 0.0
     slice_m = dark & small & (label == classes[0])
     conf_m = (label == classes[0]) & (pred == classes[1])
-    lec = np.where(~correct & (conf > 0.8))[0][:6]
+    lec = np.where(~correct & (conf > 0.65))[0][:6]
     title = "Images with water are predicted 'star' far more often than labels justify"
     narrative = [{"text": "The model relies on water to predict 'star': most water images "
                           "are called star whatever their shape.", "finding_ids": ["f001"]},

@@ -64,7 +64,8 @@ def static_assets(name: str) -> dict:
     CSP hash, so the page allows exactly that inline script and nothing injected."""
     js = "\n".join((PKG / "static" / f).read_text(encoding="utf-8")
                    for f in ("card.js", f"{name}.js"))
-    css = (PKG / "static" / f"{name}.css").read_text(encoding="utf-8")
+    css = "\n".join((PKG / "static" / f).read_text(encoding="utf-8")
+                    for f in dict.fromkeys(("report.css", f"{name}.css")))
     digest = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
     return {"css": Markup(css), "js": Markup(js), "js_hash": digest}
 
@@ -154,17 +155,19 @@ def _val(row: pd.Series, col: str) -> object:
     return v if isinstance(v, bool | int) else str(v)
 
 
-def _cards(run: RunData, rows: dict[int, str], img_dir: Path) -> dict[str, dict]:
+def _cards(run: RunData, rows: dict[int, str], img_dir: Path | None) -> dict[str, dict]:
     """Per-sample card data and copied images for every row a section shows."""
     df, out = run.samples, {}
     for row, key in sorted(rows.items()):
         r = df.iloc[row]
         imgs = {}
-        for kind, src in (("o", _original_path(run.run_dir, _val(r, "uri"))),
-                          ("ov", _view_path(run.run_dir, _val(r, "view_overlay"))),
-                          ("m", _view_path(run.run_dir, _val(r, "view_masked")))):
+        for kind, src in (("o", "uri"), ("ov", "view_overlay"), ("m", "view_masked")):
+            if img_dir is None:  # the viewer serves images itself
+                break
+            path = (_original_path(run.run_dir, _val(r, src)) if kind == "o"
+                    else _view_path(run.run_dir, _val(r, src)))
             name = f"{key}.{kind}.png"
-            if _copy_image(src, img_dir / name):
+            if _copy_image(path, img_dir / name):
                 imgs[kind] = safe_report_url(f"img/{name}")
         ground = []
         if run.grounding is not None:

@@ -53,7 +53,8 @@ function buildCard(c, pattern) {
   right.appendChild(dl);
   if (Array.isArray(c.ground) && c.ground.length) {
     const bars = el("div", "bars");
-    bars.appendChild(el("h4", null, "Concept grounding (attended region vs whole image)"));
+    bars.appendChild(el("h4", null, "Concept grounding"));
+    bars.appendChild(el("div", "note", "dark bar: attended region (masked view) · light bar: whole image"));
     for (const [name, g, w] of c.ground) {
       const b = el("div", "bar");
       const nm = el("span", "nm", name); nm.title = String(name);
