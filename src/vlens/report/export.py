@@ -46,7 +46,7 @@ def export_csv(run_dir: str | Path, out: str | Path | None = None) -> Path:
     cols = [c for c in CSV_FIRST if c in cols] + [c for c in cols if c not in CSV_FIRST]
     df = df[cols]
     for c in df.columns:
-        if df[c].dtype == object:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
             df[c] = df[c].map(_csv_safe)
     if run.concepts is not None:
         df = pd.concat([df, run.concepts.add_prefix("concept_")], axis=1)
