@@ -1,5 +1,165 @@
-"""`vlens` commands for this area (attached to the apps in `vlens.cli.apps`)."""
+"""`vlens explain`, `vlens run` and `vlens demo`: the per-sample pipeline, then everything."""
 
 from __future__ import annotations
 
-from vlens.cli.apps import app  # noqa: F401
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from vlens.cli.apps import app
+
+console = Console()
+
+_VLM_HELP = "VLM backend: embedded, hf:<model id or dir>, openai:<model>[@<base url>]."
+_METHOD_HELP = "Saliency method (gradcam, gradcam++, xgradcam, layercam, scorecam, eigencam, ...)."
+
+
+def _options(vlm: str, concept_vlm: str | None, method: str, target_layer: str | None,
+             alpha: float, beta: float, faithfulness: bool, concepts: Path | None,
+             batch_size: int, limit: int | None, engine: str, progress: bool) -> Any:
+    from vlens.pipeline import ExplainOptions
+
+    return ExplainOptions(
+        vlm=vlm, concept_vlm=concept_vlm, method=method, target_layer=target_layer,
+        alpha=alpha, beta=beta, faithfulness=faithfulness,
+        concepts_file=str(concepts) if concepts else None, batch_size=batch_size,
+        limit=limit, engine=engine, progress=progress,
+    )
+
+
+def _cache(cache: Path | None, no_cache: bool) -> Any:
+    from vlens.engine.cache import Cache
+
+    return None if no_cache else Cache(cache)
+
+
+def print_findings(findings: list[dict[str, Any]], top: int = 5) -> None:
+    """The top findings as a table (model-written text escaped for rich markup)."""
+    if not findings:
+        console.print("No findings passed the significance and confirmation checks.")
+        return
+    t = Table(title=f"Top {min(top, len(findings))} findings", show_lines=False)
+    t.add_column("#", justify="right")
+    t.add_column("finding")
+    t.add_column("kind")
+    t.add_column("confirmed")
+    for i, f in enumerate(findings[:top], 1):
+        t.add_row(str(i), escape(str(f.get("title", ""))), escape(str(f.get("kind", ""))),
+                  "yes" if f.get("confirmed") else "no")
+    console.print(t)
+
+
+def _print_sample(out: Path, sample_id: str) -> None:
+    from vlens.pipeline.full import per_sample_table
+
+    df = per_sample_table(out)
+    row = df[df["id"].astype(str) == sample_id]
+    if row.empty:
+        console.print(f"sample {escape(sample_id)!r} not found in {out}")
+        raise typer.Exit(1)
+    r = row.iloc[0].to_dict()
+    keys = ["id", "label", "pred", "confidence", "correct", "focus_score", "object_visible",
+            "description", "justification", "energy_on_object", "view_masked", "view_overlay"]
+    for k in keys:
+        if k in r:
+            console.print(f"[bold]{k}[/]: {escape(str(r[k]))}", highlight=False)
+
+
+# Shared CLI options (typer reads defaults from these objects).
+VLM = typer.Option("embedded", "--vlm", help=_VLM_HELP)
+CONCEPT_VLM = typer.Option(None, "--concept-vlm", help="Contrastive VLM for concept scores "
+                           "(default: --vlm when contrastive, else embedded).")
+METHOD = typer.Option("gradcam", "--method", help=_METHOD_HELP)
+LAYER = typer.Option(None, "--target-layer", help="Module name of the CAM layer (default: auto).")
+ALPHA = typer.Option(25.0, "--alpha", help="Steepness of the masked-CAM sigmoid.")
+BETA = typer.Option(0.6, "--beta", help="Threshold of the masked-CAM sigmoid.")
+FAITH = typer.Option(False, "--faithfulness", help="Also compute deletion/insertion AUC.")
+CONCEPTS = typer.Option(None, "--concepts", help="Extra concepts, one per line.")
+BATCH = typer.Option(32, "--batch-size", "-b", min=1)
+LIMIT = typer.Option(None, "--limit", min=0, help="Only the first N samples.")
+ENGINE = typer.Option("local", "--engine", help="Engine: local or ray.")
+CACHE = typer.Option(None, "--cache", help="Cache folder (default $VLENS_CACHE_DIR or "
+                     "~/.cache/vlens).")
+NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the cache.")
+PROGRESS = typer.Option(True, "--progress/--no-progress")
+
+
+@app.command("explain")
+def explain_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model spec, e.g. demo, timm:resnet18."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset spec, e.g. folder:imgs/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created or resumed)."),
+    vlm: str = VLM, concept_vlm: str | None = CONCEPT_VLM, method: str = METHOD,
+    target_layer: str | None = LAYER, alpha: float = ALPHA, beta: float = BETA,
+    faithfulness: bool = FAITH, concepts: Path | None = CONCEPTS, batch_size: int = BATCH,
+    limit: int | None = LIMIT, engine: str = ENGINE, cache: Path | None = CACHE,
+    no_cache: bool = NO_CACHE, progress: bool = PROGRESS,
+    sample: str | None = typer.Option(None, "--sample", help="Print this sample's result."),
+) -> None:
+    """Per-sample explanations: saliency maps, masked views, judge answers, concept grounding.
+
+    Example: vlens explain --model demo --data manifest:data/manifest.jsonl --out runs/x
+    """
+    from vlens.pipeline import explain
+
+    opts = _options(vlm, concept_vlm, method, target_layer, alpha, beta, faithfulness,
+                    concepts, batch_size, limit, engine, progress)
+    res = explain(model, data, out, opts, cache=_cache(cache, no_cache))
+    acc = "n/a" if res.accuracy is None else f"{res.accuracy:.3f}"
+    errs = ", ".join(f"{k} {v}" for k, v in res.errors.items())
+    console.print(f"[bold]explain[/] accuracy {acc} · error rows: {errs} -> {out}",
+                  highlight=False)
+    if sample:
+        _print_sample(out, sample)
+
+
+@app.command("run")
+def run_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model spec, e.g. demo, timm:resnet18."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset spec, e.g. folder:imgs/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created or resumed)."),
+    vlm: str = VLM, concept_vlm: str | None = CONCEPT_VLM, method: str = METHOD,
+    target_layer: str | None = LAYER, alpha: float = ALPHA, beta: float = BETA,
+    faithfulness: bool = FAITH, concepts: Path | None = CONCEPTS, batch_size: int = BATCH,
+    limit: int | None = LIMIT, engine: str = ENGINE, cache: Path | None = CACHE,
+    no_cache: bool = NO_CACHE, progress: bool = PROGRESS,
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report/index.html."),
+) -> None:
+    """Everything in one go: explain, analyze, report.
+
+    Example: vlens run --model demo --data manifest:data/manifest.jsonl --out runs/x
+    """
+    from vlens.pipeline import run
+
+    opts = _options(vlm, concept_vlm, method, target_layer, alpha, beta, faithfulness,
+                    concepts, batch_size, limit, engine, progress)
+    res = run(model, data, out, opts, cache=_cache(cache, no_cache), report=report)
+    print_findings(res.findings)
+    if res.report:
+        console.print(f"report: {res.report}", highlight=False)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
+    n: int = typer.Option(600, "-n", min=10, help="Number of test images to generate."),
+    seed: int = typer.Option(7, "--seed"),
+    method: str = METHOD, batch_size: int = BATCH,
+    cache: Path | None = CACHE, no_cache: bool = NO_CACHE, progress: bool = PROGRESS,
+) -> None:
+    """Offline demo: a biased demo model on a balanced generated world, explained with the
+    embedded VLM; prints the top findings and writes the report.
+
+    Example: vlens demo --out runs/demo
+    """
+    from vlens.pipeline import ExplainOptions, demo
+
+    opts = ExplainOptions(method=method, batch_size=batch_size, progress=progress)
+    res = demo(out, n=n, seed=seed, options=opts, cache=_cache(cache, no_cache))
+    print_findings(res.findings)
+    if res.report:
+        console.print(f"report: {res.report}", highlight=False)

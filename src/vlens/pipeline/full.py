@@ -1,0 +1,113 @@
+"""Everything in one go: explain, analyze, report — and the offline demo built on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vlens.engine.cache import Cache
+from vlens.engine.store import RunStore
+from vlens.errors import ConfigError
+from vlens.pipeline.run import ExplainOptions, explain
+
+
+@dataclass
+class RunResult:
+    """A finished run: per-sample table, findings and slices (plain pandas / records)."""
+
+    path: Path
+    samples: pd.DataFrame
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"RunResult({str(self.path)!r}, samples={len(self.samples)}, "
+                f"findings={len(self.findings)}, slices={len(self.slices)})")
+
+
+def analyze_run(run_dir: str | Path, **config: Any) -> dict[str, Any]:
+    """Run the dataset-level analysis on a run dir; writes and returns findings.json."""
+    from vlens.analysis import AnalysisConfig, AnalysisInput, analyze
+
+    res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config))
+    data = res.to_dict()
+    RunStore(run_dir).write_json("findings.json", data)
+    return data
+
+
+def per_sample_table(run_dir: str | Path) -> pd.DataFrame:
+    """samples + predictions + saliency + judge answers, one row per sample."""
+    from vlens.runs import load_run
+
+    r = load_run(run_dir)
+    df = r.joined()
+    if df is None:
+        return pd.DataFrame()
+    for name, prefix in (("saliency", "saliency_"), ("vlm", "judge_")):
+        t = getattr(r, name)
+        if t is None:
+            continue
+        t = t.rename(columns={c: f"{prefix}{c}" for c in ("status", "error") if c in t})
+        df = df.merge(t.drop(columns=[c for c in t.columns if c in df.columns and c != "id"]),
+                      on="id", how="left")
+    return df
+
+
+def run(
+    model: str | Any,
+    data: str | Any,
+    out: str | Path,
+    options: ExplainOptions | None = None,
+    cache: Cache | None = None,
+    report: bool = True,
+    analysis: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> RunResult:
+    """explain + analyze (+ report): the Python face of `vlens run`."""
+    explain(model, data, out, options, cache=cache, config=config)
+    findings = analyze_run(out, **(analysis or {}))
+    path = None
+    if report:
+        from vlens.report import build_report
+
+        path = build_report(out)
+    return RunResult(
+        path=Path(out), samples=per_sample_table(out), findings=findings.get("findings", []),
+        slices=findings.get("slices", []), report=path, raw=findings,
+    )
+
+
+DEMO_CONFIG = "demo_test"
+
+
+def demo(
+    out: str | Path = "runs/demo",
+    n: int = 600,
+    seed: int = 7,
+    options: ExplainOptions | None = None,
+    cache: Cache | None = None,
+) -> RunResult:
+    """Generate a balanced test world, explain the shipped (biased) demo model on it with the
+    embedded VLM, analyze and write the report. Fully offline."""
+    from vlens.world import make_dataset
+
+    out = Path(out)
+    data_dir = out / "data"
+    manifest = data_dir / "manifest.jsonl"
+    marker = data_dir / ".complete"
+    want = f"{DEMO_CONFIG} n={n} seed={seed}"
+    if not (marker.exists() and marker.read_text() == want):
+        if RunStore(out).has_table("predictions"):
+            raise ConfigError(
+                f"{out} holds a demo run made with other settings than {want!r}; "
+                "pass a new --out (or delete the folder)"
+            )
+        manifest = make_dataset(DEMO_CONFIG, data_dir, n=n, seed=seed)
+        marker.write_text(want)
+    return run("demo", f"manifest:{manifest}", out, options or ExplainOptions(), cache=cache,
+               config={"command": "demo", "world": DEMO_CONFIG, "n": n, "seed": seed})

@@ -1,0 +1,171 @@
+"""The whole per-sample pipeline: predict -> saliency -> VLM, into one run directory.
+
+Each step is an engine run of one stage (so each is cached and resumable on its own); this
+module only wires them: it builds the stages from specs, feeds each stage the previous
+stage's rows joined by id, and records what was asked in config.yaml (no secrets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlens.engine.base import ENGINES, RunStats
+from vlens.engine.cache import Cache
+from vlens.engine.predict import run_predict, sample_to_item
+from vlens.engine.stage import Row
+from vlens.engine.store import RunStore
+from vlens.pipeline.saliency_stage import ArtefactTableSink, SaliencyStage
+from vlens.pipeline.vlm_stage import VLMStage, VLMTableSink
+
+
+@dataclass
+class ExplainOptions:
+    """What `explain` computes. Spec strings are the same as the CLI flags."""
+
+    vlm: str = "embedded"
+    concept_vlm: str | None = None  # default: the judge VLM if contrastive, else embedded
+    method: str = "gradcam"
+    target_layer: str | None = None
+    alpha: float = 25.0
+    beta: float = 0.6
+    faithfulness: bool = False
+    concepts_file: str | None = None
+    batch_size: int = 32
+    limit: int | None = None
+    engine: str = "local"
+    progress: bool = True
+
+
+@dataclass
+class ExplainResult:
+    out: Path
+    stats: dict[str, RunStats] = field(default_factory=dict)
+    accuracy: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def build_vocabulary(class_names: Sequence[str], concepts_file: str | None = None) -> list[str]:
+    """Class names + the default concept bank + user concepts (deduplicated, order kept)."""
+    from vlens.vlm.concepts import default_concepts, load_concepts
+
+    vocab = [*class_names, *default_concepts()]
+    if concepts_file:
+        vocab += load_concepts(concepts_file)
+    seen: set[str] = set()
+    return [c for c in vocab if not (c.lower() in seen or seen.add(c.lower()))]
+
+
+def make_concept_vlm(judge_vlm: Any, spec: str | None) -> Any:
+    """The contrastive backend for concept scores: `spec`, else the judge VLM if it is
+    contrastive, else the embedded model."""
+    from vlens.vlm import create_vlm
+    from vlens.vlm.base import CONTRASTIVE, require
+
+    if spec:
+        vlm = create_vlm(spec)
+        require(vlm, CONTRASTIVE)
+        return vlm
+    if CONTRASTIVE in judge_vlm.capabilities:
+        return judge_vlm
+    return create_vlm("embedded")
+
+
+def _joined_items(
+    source: Any, limit: int | None, tables: Mapping[str, Mapping[str, Row]], run_dir: Path
+) -> Iterator[Row]:
+    """Source samples as items, each with its rows from earlier stages attached."""
+    for i, s in enumerate(source):
+        if limit is not None and i >= limit:
+            return
+        item = sample_to_item(s)
+        sid = item["id"]
+        if "predictions" in tables:
+            item["prediction"] = tables["predictions"].get(sid) or {
+                "status": "error", "error": "missing prediction"}
+        if "saliency" in tables:
+            sal = tables["saliency"].get(sid) or {}
+            if sal.get("status", "error") == "ok" and sal.get("view_masked"):
+                item["view_masked"] = str(run_dir / sal["view_masked"])
+            else:
+                item["saliency_error"] = sal.get("error") or "missing saliency"
+        yield item
+
+
+def _by_id(df: Any, columns: Sequence[str] | None = None) -> dict[str, Row]:
+    if df is None:
+        return {}
+    if columns:
+        df = df[[c for c in columns if c in df.columns]]
+    return {str(r["id"]): r for r in df.to_dict("records")}
+
+
+def explain(
+    model: str | Any,
+    data: str | Any,
+    out: str | Path,
+    options: ExplainOptions | None = None,
+    cache: Cache | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> ExplainResult:
+    """Predict, explain and judge every sample of `data` with `model` into run dir `out`.
+
+    `model`/`data` are spec strings (``"demo"``, ``"manifest:path"``) or built objects.
+    Re-running on the same `out` resumes: only missing rows are computed.
+    """
+    from vlens.data import open_dataset
+    from vlens.models import load_model
+    from vlens.saliency import get_explainer
+    from vlens.vlm import create_vlm
+
+    o = options or ExplainOptions()
+    out = Path(out)
+    adapter = load_model(model) if isinstance(model, str) else model
+    source = open_dataset(data) if isinstance(data, str) else data
+    judge_vlm = create_vlm(o.vlm)
+    concept_vlm = make_concept_vlm(judge_vlm, o.concept_vlm)
+    params = {"target_layer": o.target_layer} if o.target_layer else {}
+    explainer = get_explainer(o.method, **params)
+
+    cfg = {
+        "command": "explain",
+        "model": model if isinstance(model, str) else type(model).__name__,
+        "data": data if isinstance(data, str) else type(data).__name__,
+        **{k: v for k, v in vars(o).items() if k != "progress"},
+        **dict(config or {}),
+    }
+    res = ExplainResult(out=out)
+    pred = run_predict(adapter, source, out, batch_size=o.batch_size, limit=o.limit,
+                       cache=cache, engine=o.engine, progress=o.progress, config=cfg)
+    res.stats["predict"], res.accuracy = pred.stats, pred.accuracy
+    store = RunStore(out)
+    class_names = list(store.read_config().get("class_names") or adapter.class_names)
+    vocab = build_vocabulary(class_names, o.concepts_file)
+    engine = ENGINES.create(o.engine)
+    kw = {"cache": cache, "batch_size": o.batch_size, "progress": o.progress,
+          "total": pred.n}
+
+    sal_stage = SaliencyStage(adapter, explainer, method=o.method, alpha=o.alpha, beta=o.beta,
+                              faithfulness=o.faithfulness)
+    preds = _by_id(store.read_table("predictions"))
+    items = _joined_items(source, o.limit, {"predictions": preds}, out)
+    res.stats["saliency"] = engine.run(sal_stage, items, ArtefactTableSink(store, "saliency"),
+                                       **kw)
+
+    vlm_stage = VLMStage(judge_vlm, concept_vlm, class_names, vocab, sal_stage.fingerprint)
+    sal = _by_id(store.read_table("saliency"), ["id", "status", "error", "view_masked"])
+    items = _joined_items(source, o.limit, {"predictions": preds, "saliency": sal}, out)
+    res.stats["vlm"] = engine.run(vlm_stage, items, VLMTableSink(store, vocab), **kw)
+
+    cfg = store.read_config()
+    cfg["fingerprints"] = {**(cfg.get("fingerprints") or {}),
+                           "saliency": sal_stage.fingerprint, "vlm": vlm_stage.fingerprint}
+    cfg["vlm_fingerprint"] = judge_vlm.fingerprint
+    cfg["vocabulary"] = vocab
+    store.write_config(cfg)
+    for name in ("predictions", "saliency", "vlm"):
+        df = store.read_table(name)
+        res.errors[name] = 0 if df is None else int((df["status"] == "error").sum())
+    return res
