@@ -1,0 +1,128 @@
+"""Train the image tower contrastively against the frozen MiniLM text tower (LiT-style).
+
+The loss is a multi-positive InfoNCE: in a batch, caption j is a *true* partner of image i
+whenever every attribute it mentions matches what image i shows (many short captions such as
+"a photo of grass" fit several images), undecidable pairs are left out, and the loss pushes
+up the total softmax mass on true partners, in both directions (image->text, text->image),
+with a learnable temperature. Caption embeddings are computed once and cached on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlens.vlm.embedded import text as T
+from vlens.vlm.embedded import vocab as V
+from vlens.vlm.embedded.data import captions_for, make_views
+from vlens.vlm.embedded.model import ImageTower, TowerConfig, save_weights
+
+TRAIN_SEED_BASE = 10_000  # world seed of the training split = base + seed
+CALIB_SEED_BASE = 20_000  # world seed of the calibration split = base + seed
+CAPTIONS_PER_IMAGE = 2
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def multi_positive_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with several positives per row/column; targets -1 are ignored."""
+    neg_inf = torch.finfo(logits.dtype).min
+    valid = targets >= 0
+    pos = targets == 1
+    lv = logits.masked_fill(~valid, neg_inf)
+    lp = logits.masked_fill(~pos, neg_inf)
+    row = torch.logsumexp(lv, 1) - torch.logsumexp(lp, 1)
+    col = torch.logsumexp(lv, 0) - torch.logsumexp(lp, 0)
+    return 0.5 * (row.mean() + col.mean())
+
+
+def fit_calibration(tower: ImageTower, seed: int, n: int = 600) -> tuple[float, float]:
+    """Fit sigmoid((cos - b) * s) to "is this concept true of this image" on held-out images."""
+    from sklearn.linear_model import LogisticRegression
+
+    from vlens.vlm.embedded.backend import concept_embeddings
+
+    views = make_views(n, seed=CALIB_SEED_BASE + seed, view_probs={"full": 1.0})
+    with torch.no_grad():
+        img = tower(to_tensor(views.images)).numpy()
+    xs, ys = [], []
+    for fam in ("shape", "color", "background", "size", "lighting", "tag", "blur", "noise",
+                "occlusion"):
+        vals = [v for v in V.FAMILIES[fam] if v != "black"]
+        cos = img @ concept_embeddings(vals).T
+        truth = np.array([[vv[fam] == v for v in vals] for vv in views.values])
+        xs.append(cos.ravel())
+        ys.append(truth.ravel())
+    x, y = np.concatenate(xs)[:, None], np.concatenate(ys)
+    lr = LogisticRegression(class_weight="balanced").fit(x, y)
+    s = float(lr.coef_[0, 0])
+    return float(-lr.intercept_[0] / s), s
+
+
+def train(
+    out: str | Path,
+    n: int = 8000,
+    epochs: int = 6,
+    seed: int = 0,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    threads: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Generate data, train, calibrate, evaluate and write weights to `out`; returns a summary."""
+    t0 = time.time()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    views = make_views(n, seed=TRAIN_SEED_BASE + seed)
+    texts, ccodes = captions_for(views, CAPTIONS_PER_IMAGE, seed)
+    flat = [t for row in texts for t in row]
+    log(f"generated {n} views in {time.time() - t0:.0f}s; embedding {len(set(flat))} captions")
+    emb = torch.from_numpy(T.embed_cached(flat)).view(n, CAPTIONS_PER_IMAGE, -1)
+    log(f"captions ready at {time.time() - t0:.0f}s")
+    x_all = torch.from_numpy(views.images).permute(0, 3, 1, 2).contiguous()
+    cfg = TowerConfig()
+    tower = ImageTower(cfg)
+    opt = torch.optim.AdamW(tower.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * (n // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    step = 0
+    for ep in range(epochs):
+        tower.train()
+        perm = rng.permutation(n)
+        tot = 0.0
+        for b in range(n // batch_size):
+            idx = perm[b * batch_size : (b + 1) * batch_size]
+            j = rng.integers(CAPTIONS_PER_IMAGE, size=len(idx))
+            tgt = torch.from_numpy(V.pair_targets(views.codes[idx], ccodes[idx, j]))
+            x = x_all[idx].float().div_(255.0)
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            x[flip] = x[flip].flip(-1)
+            img = tower(x)
+            scale = tower.logit_scale.exp().clamp(max=100.0)
+            loss = multi_positive_loss(scale * img @ emb[idx, j].T, tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            tot += float(loss)
+        log(f"epoch {ep + 1}/{epochs} loss {tot / (n // batch_size):.3f} "
+            f"T={1 / float(tower.logit_scale.exp()):.3f} at {time.time() - t0:.0f}s")
+    tower.eval()
+    cfg.calib_bias, cfg.calib_scale = fit_calibration(tower, seed)
+    train_s = time.time() - t0
+    cfg.train = {"n": n, "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr,
+                 "threads": threads, "seconds": round(train_s, 1),
+                 "world_seed": TRAIN_SEED_BASE + seed}
+    path = save_weights(tower, cfg, out)
+    log(f"trained in {train_s:.0f}s; calibration b={cfg.calib_bias:.3f} s={cfg.calib_scale:.2f}")
+    return {"weights": str(path), "seconds": train_s, **asdict(cfg)}

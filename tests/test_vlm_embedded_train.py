@@ -1,0 +1,106 @@
+"""Training pieces of the embedded VLM: pair targets, the loss, views, captions, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vlens.vlm.embedded import vocab as V
+from vlens.vlm.embedded.data import balanced_config, captions_for, make_views
+from vlens.vlm.embedded.train import multi_positive_loss
+
+
+def _img(**kw):
+    return V.encode(kw, V.IGNORE)
+
+
+def _cap(**kw):
+    return V.encode(kw, V.NOT_SAID)
+
+
+def test_pair_targets_true_false_undecidable():
+    full = {"shape": "circle", "color": "red", "background": "grass", "size": "small",
+            "lighting": "dark", "tag": "no tag", "blur": "sharp", "noise": "clean",
+            "occlusion": "unoccluded", "empty": "not empty"}
+    imgs = np.stack([
+        _img(**full),
+        _img(shape="circle", color="red", background="black", empty="not empty"),  # masked view
+        V.encode({"background": "black", "empty": "empty"}, V.NONE),  # black image
+    ])
+    caps = np.stack([
+        _cap(color="red"),
+        _cap(background="grass"),
+        _cap(shape="circle", lighting="dark"),
+        _cap(empty="empty"),
+        _cap(color="blue", lighting="dark"),
+    ])
+    got = V.pair_targets(imgs, caps)
+    np.testing.assert_array_equal(got, [
+        [1, 1, 1, 0, 0],
+        [1, 0, -1, 0, 0],  # lighting unknown in the masked view -> undecidable; blue -> false
+        [0, 0, 0, 1, 0],
+    ])
+
+
+def test_multi_positive_loss_exact_value():
+    logits = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    targets = torch.tensor([[1, 0], [-1, 1]])
+    row0 = math.log(math.exp(2) + math.exp(0)) - 2.0
+    col1 = math.log(math.exp(0) + math.exp(1)) - 1.0
+    want = 0.5 * ((row0 + 0.0) / 2 + (0.0 + col1) / 2)
+    assert float(multi_positive_loss(logits, targets)) == pytest.approx(want, rel=1e-6)
+    # several positives: mass on positives counts together
+    two = multi_positive_loss(torch.zeros(1, 2), torch.tensor([[1, 1]]))
+    assert float(two) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_balanced_world_is_unbiased():
+    cfg = balanced_config()
+    assert len(cfg.classes) == 8 and cfg.biases == []
+    assert len(set(cfg.lighting_probs.values())) == 1 and cfg.tag_rate == 0.5
+
+
+def test_views_and_captions_are_consistent():
+    v = make_views(120, seed=3)
+    texts, codes = captions_for(v, 2, seed=3)
+    assert v.images.shape == (120, 64, 64, 3) and v.images.dtype == np.uint8
+    assert set(v.kinds) <= {"full", "object", "blob", "empty"} and "full" in v.kinds
+    t = V.pair_targets(v.codes, codes[:, 0])
+    assert (np.diag(t) == 1).all()  # every caption is true of its own view
+    assert (V.pair_targets(v.codes, codes[:, 1]).diagonal() == 1).all()
+    for kind, img in zip(v.kinds, v.images, strict=True):
+        if kind == "empty":
+            assert img.max() < 12
+    # same seed, same data
+    v2 = make_views(120, seed=3)
+    np.testing.assert_array_equal(v.images, v2.images)
+    assert captions_for(v2, 2, seed=3)[0] == texts
+
+
+def test_object_view_blacks_out_everything_but_the_object():
+    v = make_views(30, seed=5, view_probs={"object": 1.0})
+    for img, val in zip(v.images, v.values, strict=True):
+        assert val["background"] == "black"
+        assert (img.max(-1) == 0).mean() > 0.4
+
+
+@pytest.mark.slow
+def test_train_embedded_cli_writes_loadable_weights(tmp_path):
+    import vlens.cli.vlm_train  # noqa: F401  (attaches the command)
+    from vlens.cli.apps import app
+    from vlens.vlm.embedded import EmbeddedVLM
+
+    out = tmp_path / "w"
+    r = CliRunner().invoke(app, ["vlm", "train-embedded", "--out", str(out), "-n", "256",
+                                 "--epochs", "1", "--threads", "1", "--eval-n", "0"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["n"] == 256 and cfg["train"]["epochs"] == 1
+    vlm = EmbeddedVLM(out)
+    e = vlm.embed_images([np.zeros((64, 64, 3), np.uint8)])
+    assert e.shape == (1, 384)
