@@ -308,3 +308,58 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
                       "ratio": 1.4},
         "narrative": narrative,
     }
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The viewer app under uvicorn in a background thread on 127.0.0.1 (for tests)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        from vlens.report.server import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(run_dir)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 15
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("viewer did not start")
+            time.sleep(0.02)
+
+    def raw_get(self, raw_path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+        """GET with the path sent byte for byte (no client-side normalisation of '..')."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(f"GET {raw_path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                      .encode("latin-1"))
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), body
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
