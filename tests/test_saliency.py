@@ -218,7 +218,7 @@ def test_automatic_target_layers() -> None:
     assert auto_target_layer(nn.Sequential(nn.Identity(), resnet)) == "1.layer4"
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
                             embed_dim=16, depth=2, num_heads=2, num_classes=3)
-    assert auto_target_layer(vit) == "blocks.1"
+    assert auto_target_layer(vit) == "blocks.1.norm1"
     net = DownNet()
     net.vlens_target_layer = "features.0"
     assert auto_target_layer(net) == "features.0"

@@ -4,7 +4,9 @@ Automatic choice, in order:
 1. a model that names its own layer: attribute ``vlens_target_layer = "dotted.name"``;
 2. known names: ``layer4`` (torchvision / timm ResNets);
 3. transformers: the last block of a ``blocks`` / ``layer`` / ``layers`` list whose items
-   hold an attention submodule (timm ViT ``blocks[-1]``, HF ViT ``encoder.layer[-1]``);
+   hold an attention submodule, at its input norm when it has one (timm ViT
+   ``blocks.<last>.norm1``, HF ViT ``encoder.layer.<last>.layernorm_before``): with a
+   CLS-token head the last block's output patch tokens never reach the logits;
 4. the last conv block: the last child holding an ``nn.Conv2d``, descending through
    wrappers (e.g. ``Sequential(normalize, net)``) and stage containers.
 A dotted name (``target_layer="layer4.1.conv2"``) overrides all of this.
@@ -21,6 +23,7 @@ from torch import nn
 from vlens.errors import ConfigError
 
 _BLOCK_LISTS = ("blocks", "layer", "layers")
+_BLOCK_INPUT_NORMS = ("norm1", "layernorm_before", "ln_1")
 
 
 def _has_conv(m: nn.Module) -> bool:
@@ -46,6 +49,13 @@ def _find_transformer_block(module: nn.Module) -> str | None:
         is_list = isinstance(m, (nn.ModuleList, nn.Sequential))
         if name.split(".")[-1] in _BLOCK_LISTS and is_list and len(m) and _has_attention(m[-1]):
             best = f"{name}.{len(m) - 1}"
+            last = m[-1]
+            # With a CLS-token head the last block's OUTPUT patch tokens never reach the
+            # logits (zero gradients); its input norm feeds the CLS token through attention.
+            for norm in _BLOCK_INPUT_NORMS:
+                if isinstance(getattr(last, norm, None), nn.Module):
+                    best = f"{best}.{norm}"
+                    break
     return best
 
 
