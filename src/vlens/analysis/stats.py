@@ -114,5 +114,10 @@ def otsu_threshold(hist: np.ndarray, edges: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu_t * w0 - mu_cum) ** 2 / (w0 * w1)
     between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
-    best = np.argmax(between[:, :-1], axis=1)
+    between = between[:, :-1]
+    # empty bins between two modes give a plateau of equal values: take its middle
+    top = between >= between.max(axis=1, keepdims=True) * (1 - 1e-12)
+    first = np.argmax(top, axis=1)
+    last = top.shape[1] - 1 - np.argmax(top[:, ::-1], axis=1)
+    best = (first + last) // 2
     return edges[np.arange(len(best)), best + 1]
