@@ -8,11 +8,9 @@ Also runnable as a script (used by the resume-after-kill test):
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +19,30 @@ import torch
 from PIL import Image
 
 from vlens.data.base import SOURCES, Sample
+from vlens.models import TorchAdapter
 from vlens.models.base import MODELS
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
-class ColourTask:
-    name = "classification"
+def ColourAdapter() -> TorchAdapter:
+    """The real `TorchAdapter` over a hand-built module: logits = 10 * mean RGB in [0, 1]
+    (8x8 input, so the bilinear resize of an 8x8 image is the identity; mean 0, std 1).
+    `forward_calls` counts model forward passes (stage calls that reached the model)."""
+    module = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False)
+    )
+    with torch.no_grad():
+        module[2].weight.copy_(10 * torch.eye(3))
+    adapter = TorchAdapter(module, CLASSES, input_size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    adapter.forward_calls = 0
 
-    def postprocess(self, output: Any, samples: Sequence[Sample], class_names: Sequence[str]):
-        probs = torch.softmax(output, dim=1).cpu().numpy()
-        rows = []
-        for s, p in zip(samples, probs, strict=True):
-            k = int(np.argmax(p))
-            li = class_names.index(s.label) if s.label in class_names else None
-            rows.append({
-                "id": s.id,
-                "pred": class_names[k],
-                "confidence": float(p[k]),
-                "correct": None if li is None else bool(k == li),
-                "loss": None if li is None else float(-math.log(p[li])),
-                "topk_labels": [class_names[i] for i in np.argsort(-p)[:2]],
-                "topk_probs": [float(v) for v in np.sort(p)[::-1][:2]],
-            })
-        return rows
+    def count(*_: Any) -> None:
+        adapter.forward_calls += 1
 
-    def default_target(self, output, rows):  # pragma: no cover - not used by the engine
-        raise NotImplementedError
-
-
-class ColourAdapter:
-    """ModelAdapter over a fixed linear layer: logits = 10 * mean RGB."""
-
-    def __init__(self) -> None:
-        self.task = ColourTask()
-        self.class_names = list(CLASSES)
-        self.device = torch.device("cpu")
-        self.module = torch.nn.Linear(3, 3, bias=False)
-        with torch.no_grad():
-            self.module.weight.copy_(10 * torch.eye(3))
-        self.fingerprint = "colour-v1"
-        self.input_size = (8, 8)
-        self.forward_calls = 0
-
-    def preprocess(self, images):
-        arr = np.stack([np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32)
-                        for im in images])
-        return torch.from_numpy(arr / 255.0).permute(0, 3, 1, 2)
-
-    def forward(self, x):
-        self.forward_calls += 1
-        return self.module(x.mean(dim=(2, 3)))
+    module.register_forward_hook(count)
+    return adapter
 
 
 class ListSource:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -12,31 +10,6 @@ from rich.console import Console
 from vlens.cli.apps import app
 
 console = Console()
-
-
-def _open_model(spec: str) -> Any:
-    try:
-        from vlens.models import load_model  # type: ignore[attr-defined]
-    except ImportError:
-        from vlens.models.base import MODELS
-
-        return MODELS.create(spec)
-    return load_model(spec)
-
-
-def _open_data(spec: str) -> Any:
-    try:
-        from vlens.data import open_dataset  # type: ignore[attr-defined]
-    except ImportError:  # until vlens.data exposes open_dataset: import the sources we know
-        import importlib
-
-        from vlens.data.base import SOURCES
-
-        for mod in ("vlens.data.folder", "vlens.data.manifest", "vlens.data.coco"):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(mod)
-        return SOURCES.create(spec)
-    return open_dataset(spec)
 
 
 @app.command("predict")
@@ -59,11 +32,13 @@ def predict(
 
     Example: vlens predict --model demo --data manifest:data/test/manifest.jsonl --out runs/demo
     """
+    from vlens.data import open_dataset
     from vlens.engine.cache import Cache
     from vlens.engine.predict import run_predict
+    from vlens.models import load_model
 
-    adapter = _open_model(model)
-    source = _open_data(data)
+    adapter = load_model(model)
+    source = open_dataset(data)
     store_cache = None if no_cache else Cache(cache)
     config = {"command": "predict", "model": model, "data": data, "engine": engine,
               "cache": None if no_cache else str(store_cache.db_path)}

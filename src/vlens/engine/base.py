@@ -14,7 +14,6 @@ An engine takes a stage, a stream of items (dicts with at least ``id``; image it
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from vlens.data.images import content_hash
 from vlens.engine.cache import Cache
 from vlens.engine.stage import Row, check_rows, stage_key
 from vlens.engine.store import RunStore
@@ -82,34 +82,18 @@ class TableSink:
 
 
 # ---- helpers shared by engines -------------------------------------------------------------
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, streamed (the content hash used in every cache key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _content_hash_fn() -> Callable[[str], str]:
-    try:  # prefer the data area's definition so every area keys the cache identically
-        from vlens.data.images import content_hash  # type: ignore[attr-defined]
-
-        return content_hash
-    except ImportError:
-        return file_sha256
-
-
 def ensure_content_hash(item: Row, hasher: Callable[[str], str] | None = None) -> Row:
     """Fill ``item["content_hash"]`` from the file at ``item["uri"]`` when missing.
 
-    An unreadable file leaves it None: the item is then never cached and the stage reports
+    Uses `vlens.data.images.content_hash` (sha256 of the bytes) so every area keys the cache
+    identically. Items the source flagged (``source_error``) are never opened. An unreadable
+    file leaves it None: the item is then never cached and the stage reports
     the reason when it tries to decode it.
     """
-    if item.get("content_hash") or not item.get("uri"):
+    if item.get("content_hash") or not item.get("uri") or item.get("source_error"):
         return item
     try:
-        item["content_hash"] = (hasher or _content_hash_fn())(str(item["uri"]))
+        item["content_hash"] = (hasher or content_hash)(str(item["uri"]))
     except (OSError, ImageError):
         item["content_hash"] = None
     return item
@@ -133,7 +117,7 @@ def process_batch(
     misses: list[int] = []
     for i, (it, k) in enumerate(zip(todo, keys, strict=True)):
         if k and k in hits:
-            rows[i] = {**hits[k], "id": it["id"]}
+            rows[i] = {"id": it["id"], **hits[k]}
         else:
             misses.append(i)
     stats.cached += len(todo) - len(misses)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vlens.data.base import Sample
+from vlens.data.paths import load_sample_image, sample_error
 from vlens.engine.base import ENGINES, RunStats, TableSink
 from vlens.engine.cache import Cache
 from vlens.engine.stage import Row, error_row, fingerprint_of
@@ -26,33 +27,13 @@ from vlens.errors import ConfigError, ImageError
 PREDICT_VERSION = "1"
 
 
-def _default_loader() -> Callable[[str], Any]:
-    try:
-        from vlens.data.images import load_image  # the data area's safe decoder
-
-        return load_image
-    except ImportError:  # until vlens.data.images lands: a minimal safe PIL decode
-        return _pil_load
-
-
-def _pil_load(path: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise ImageError("missing", str(path)) from e
-    except UnidentifiedImageError as e:
-        raise ImageError("not_an_image", str(path)) from e
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError("corrupt", f"{path}: {e}") from e
-
-
 # ---- samples <-> items ----------------------------------------------------------------------
 def sample_to_item(s: Sample) -> Row:
-    """A Sample as a plain dict (JSON-able: it must cross process boundaries for Ray)."""
+    """A Sample as a plain dict (JSON-able: it must cross process boundaries for Ray).
+
+    A sample the source flagged (e.g. ``path_outside_root``) carries ``source_error``: the
+    engine never opens (hashes) its file and the stage turns it into an error row.
+    """
     return {
         "id": str(s.id),
         "uri": str(s.uri),
@@ -61,6 +42,7 @@ def sample_to_item(s: Sample) -> Row:
         "box_labels": s.box_labels,
         "mask_uri": s.mask_uri,
         "metadata": dict(s.metadata or {}),
+        "source_error": sample_error(s),
     }
 
 
@@ -102,7 +84,8 @@ def samples_rows(items: list[Row], rows: list[Row]) -> list[Row]:
             "content_hash": it.get("content_hash"),
         }
         for k, v in (it.get("metadata") or {}).items():
-            r[f"meta_{k}"] = _scalar(v)
+            if not str(k).startswith("_"):  # private flags such as the source's "_error"
+                r[f"meta_{k}"] = _scalar(v)
         out.append(r)
     return out
 
@@ -137,12 +120,11 @@ class PredictStage:
         return f"{ch}|{item.get('label')}" if ch else None
 
     def __call__(self, batch: list[Row]) -> list[Row]:
-        loader = self.loader or _default_loader()
         rows: list[Row | None] = [None] * len(batch)
         images, good = [], []
         for i, item in enumerate(batch):
             try:
-                images.append(loader(item["uri"]))
+                images.append(self._load(item))
                 good.append(i)
             except ImageError as e:
                 rows[i] = {**error_row(item, e.reason, e.detail), "label": item.get("label")}
@@ -159,17 +141,19 @@ class PredictStage:
                 }
         return [r for r in rows if r is not None]
 
-    def _predict(self, images: list[Any], samples: list[Sample]) -> list[Row]:
-        try:
-            from vlens.models.predict import predict_batch  # the models area's helper
+    def _load(self, item: Mapping[str, Any]) -> Any:
+        """Decode one image (`load_sample_image` honours the source's flags); ImageError out."""
+        if self.loader is None:
+            return load_sample_image(item_to_sample(item))
+        if item.get("source_error"):
+            reason, _, detail = str(item["source_error"]).partition(": ")
+            raise ImageError(reason, detail)
+        return self.loader(item["uri"])
 
-            return predict_batch(self.adapter, images, samples)
-        except ImportError:
-            pass
-        with torch.no_grad():
-            x = self.adapter.preprocess(images)
-            out = self.adapter.forward(x)
-            return self.adapter.task.postprocess(out, samples, self.class_names)
+    def _predict(self, images: list[Any], samples: list[Sample]) -> list[Row]:
+        from vlens.models.predict import predict_batch  # no grad, one forward, postprocess
+
+        return predict_batch(self.adapter, images, samples)
 
 
 def _np(v: Any) -> Any:
