@@ -14,7 +14,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from PIL import Image
 
@@ -45,9 +44,8 @@ def _write_chunk(cfg_dict: dict, seed: int, start: int, stop: int, out: str) -> 
     for i in range(start, stop):
         item = make_item(cfg, seed, i)
         Image.fromarray(item.image).save(root / "images" / f"{item.id}.png", compress_level=1)
-        Image.fromarray(item.mask.astype(np.uint8) * 255).save(
-            root / "masks" / f"{item.id}.png", compress_level=1
-        )
+        # 1-bit PNG: decodes to a bool array (or 0/255 with .convert("L")); non-zero = object
+        Image.fromarray(item.mask).save(root / "masks" / f"{item.id}.png")
         rows.append(manifest_row(item))
     return rows
 

@@ -64,11 +64,19 @@ def tag_window(size: int, corner: str) -> tuple[slice, slice]:
 
 # ---- attribute sampling ---------------------------------------------------------------------
 def _choice(rng: np.random.Generator, probs: dict[str, float], exclude: str | None = None) -> str:
+    """Draw a key with probability proportional to its weight (skipping `exclude`)."""
     keys = [k for k in probs if k != exclude]
-    w = np.array([probs[k] for k in keys], float)
-    if w.sum() <= 0:  # only the excluded value had weight: fall back to uniform
-        w = np.ones(len(keys))
-    return keys[int(rng.choice(len(keys), p=w / w.sum()))]
+    w = [probs[k] for k in keys]
+    total = sum(w)
+    if total <= 0:  # only the excluded value had weight: fall back to uniform
+        w, total = [1.0] * len(keys), float(len(keys))
+    u = rng.random() * total
+    acc = 0.0
+    for k, wk in zip(keys, w, strict=True):
+        acc += wk
+        if u < acc:
+            return k
+    return keys[-1]
 
 
 def _base_probs(cfg: WorldConfig) -> dict[str, dict[str, float]]:
