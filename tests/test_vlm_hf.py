@@ -1,0 +1,270 @@
+"""The hf: backend on tiny random transformers models built from configs (no downloads).
+
+Each family is built with a seed, saved with `save_pretrained` (model + processor with a
+tiny word-level tokenizer made locally), and loaded through `create_vlm("hf:<dir>")`
+exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tokenizers as tk
+import torch
+import transformers as tf
+from PIL import Image
+
+from vlens.errors import CapabilityError, ConfigError, ModelError
+from vlens.vlm import create_vlm
+from vlens.vlm.base import CONTRASTIVE, GENERATIVE, require
+
+_PLAIN_WORDS = (
+    "a an photo of the image showing close-up red blue green cat dog water sky star grass "
+    "user assistant system : , . { } \" 0 1 2 3 4 5 caption json"
+)
+WORDS = ["<pad>", "<unk>", "<s>", "</s>", "[CLS]", "[SEP]", "<image>", *_PLAIN_WORDS.split()]
+TOL = 1e-5  # batched vs single embeddings / scores (float32 on CPU)
+
+
+def tiny_tokenizer() -> tf.PreTrainedTokenizerFast:
+    t = tk.Tokenizer(tk.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    t.normalizer = tk.normalizers.Sequence([tk.normalizers.Lowercase(),
+                                            tk.normalizers.Replace(".", " . ")])
+    t.pre_tokenizer = tk.pre_tokenizers.WhitespaceSplit()
+    t.decoder = tk.decoders.WordPiece(prefix="##")  # joins tokens with spaces
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=t, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+        eos_token="</s>", cls_token="[CLS]", sep_token="[SEP]", model_max_length=16,
+        extra_special_tokens={"image_token": "<image>"})
+
+
+TEXT = dict(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+            num_attention_heads=2, max_position_embeddings=16)
+VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+              image_size=32, patch_size=8)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def build(kind: str, path, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    if kind == "clip":
+        m = tf.CLIPModel(tf.CLIPConfig(text_config=dict(TEXT, eos_token_id=3, bos_token_id=2,
+                                                         pad_token_id=0),
+                                       vision_config=VISION, projection_dim=8))
+        p = tf.CLIPProcessor(image_processor=tf.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok)
+    elif kind == "siglip":
+        m = tf.SiglipModel(tf.SiglipConfig(text_config=TEXT, vision_config=VISION))
+        p = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessor(
+            size={"height": 32, "width": 32}), tokenizer=tok)
+    elif kind == "blip":
+        text = dict(TEXT, max_position_embeddings=32, encoder_hidden_size=16, bos_token_id=2,
+                    eos_token_id=3, pad_token_id=0, sep_token_id=5)
+        m = tf.BlipForConditionalGeneration(tf.BlipConfig(text_config=text, vision_config=VISION,
+                                                          projection_dim=8))
+        p = tf.BlipProcessor(image_processor=tf.BlipImageProcessor(
+            size={"height": 32, "width": 32}), tokenizer=tok)
+    elif kind == "llava":
+        vc = tf.CLIPVisionConfig(**VISION, projection_dim=16)
+        lc = tf.LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32,
+                            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                            max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
+                            eos_token_id=3)
+        m = tf.LlavaForConditionalGeneration(tf.LlavaConfig(
+            vision_config=vc, text_config=lc, image_token_index=WORDS.index("<image>"),
+            vision_feature_select_strategy="default", vision_feature_layer=-1))
+        p = tf.LlavaProcessor(image_processor=tf.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok,
+            patch_size=8, vision_feature_select_strategy="default",
+            num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    else:
+        raise AssertionError(kind)
+    m.save_pretrained(path)
+    p.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {k: build(k, root / k) for k in ("clip", "siglip", "blip", "llava")}
+
+
+def images(n: int, size: int = 40) -> list[Image.Image]:
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            for _ in range(n)]
+
+
+CONCEPTS = ["cat", "dog", "water", "red star"]
+
+
+@pytest.fixture(scope="module")
+def clip(dirs):
+    return create_vlm(f"hf:{dirs['clip']}", device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def siglip(dirs):
+    return create_vlm(f"hf:{dirs['siglip']}", device="cpu", batch_size=4)
+
+
+@pytest.mark.parametrize("name,dim", [("clip", 8), ("siglip", 16)])
+def test_contrastive_shapes_norms(request, name, dim):
+    vlm = request.getfixturevalue(name)
+    require(vlm, CONTRASTIVE)
+    assert vlm.capabilities == frozenset({CONTRASTIVE})
+    e = vlm.embed_images(images(5))
+    t = vlm.embed_texts(["a photo of a cat", "dog"])
+    assert e.shape == (5, dim) and t.shape == (2, dim) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    s = vlm.score(images(3), CONCEPTS)
+    assert s.shape == (3, 4) and (s >= 0).all() and (s <= 1).all()
+    with pytest.raises(CapabilityError, match="not generative"):
+        require(vlm, GENERATIVE)
+    with pytest.raises(CapabilityError, match="not generative"):
+        vlm.ask(images(1), "describe")
+
+
+def test_clip_softmax_calibration_matches_model(clip):
+    """CLIP scores = softmax(exp(logit_scale) * cos) over the prompt-ensembled concepts."""
+    s = clip.score(images(2), CONCEPTS)
+    np.testing.assert_allclose(s.sum(1), 1, atol=1e-5)
+    img = clip.embed_images(images(2))
+    txt = clip.concept_embeddings(CONCEPTS)
+    scale = float(clip.model.logit_scale.detach().exp())
+    ref = torch.softmax(torch.tensor(scale * img @ txt.T), dim=1).numpy()
+    np.testing.assert_allclose(s, ref, atol=1e-6)
+    # the ensemble is the renormalised mean of the per-template text embeddings
+    per = clip.embed_texts([t.format("cat") for t in clip.templates])
+    mean = per.mean(0) / np.linalg.norm(per.mean(0))
+    np.testing.assert_allclose(txt[0], mean, atol=1e-6)
+
+
+def test_siglip_sigmoid_with_bias(siglip):
+    with torch.no_grad():
+        siglip.model.logit_bias.fill_(-2.0)
+        siglip.model.logit_scale.fill_(np.log(10.0))
+    s = siglip.score(images(2), CONCEPTS)
+    cos = siglip.embed_images(images(2)) @ siglip.concept_embeddings(CONCEPTS).T
+    np.testing.assert_allclose(s, 1 / (1 + np.exp(-(10 * cos - 2))), atol=1e-6)
+    assert not np.allclose(s.sum(1), 1)  # independent sigmoids, not a distribution
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_batching_equivalence_and_determinism(request, name):
+    """A batch of 4 equals 4 single calls (|diff| <= 1e-5) and repeated calls are identical."""
+    vlm = request.getfixturevalue(name)
+    ims = images(4)
+    batched = vlm.embed_images(ims)
+    singles = np.concatenate([vlm.embed_images([im]) for im in ims])
+    np.testing.assert_allclose(batched, singles, atol=TOL)
+    np.testing.assert_array_equal(batched, vlm.embed_images(ims))
+    texts = ["cat", "a photo of a red dog", "water", "sky"]
+    np.testing.assert_allclose(vlm.embed_texts(texts),
+                               np.concatenate([vlm.embed_texts([t]) for t in texts]), atol=TOL)
+    # batch_size=3 splits 4 images into 3 + 1; same numbers
+    vlm.batch_size = 3
+    try:
+        np.testing.assert_allclose(vlm.score(ims, CONCEPTS),
+                                   np.concatenate([vlm.score([i], CONCEPTS) for i in ims]),
+                                   atol=TOL)
+    finally:
+        vlm.batch_size = 4
+
+
+def test_fingerprints(dirs, tmp_path, clip):
+    same = create_vlm(f"hf:{dirs['clip']}", device="cpu")
+    assert same.fingerprint == clip.fingerprint and clip.fingerprint.startswith("hf:")
+    other = build("clip", tmp_path / "clip2", seed=1)  # same config, other weights
+    assert create_vlm(f"hf:{other}").fingerprint != clip.fingerprint
+    tpl = create_vlm(f"hf:{dirs['clip']}", templates=("a {}",))
+    assert tpl.fingerprint != clip.fingerprint
+    # revision given explicitly replaces the weights digest
+    rev = create_vlm(f"hf:{dirs['clip']}", revision="abc123")
+    assert "@abc123|" in rev.fingerprint
+
+
+def test_generative_fingerprint_has_prompt_version(dirs, tmp_path):
+    from vlens.vlm.prompting import PROMPT_DIR
+
+    for p in PROMPT_DIR.glob("*.yaml"):
+        (tmp_path / p.name).write_text(p.read_text())
+    a = create_vlm(f"hf:{dirs['blip']}", prompt_dir=str(tmp_path)).fingerprint
+    f = tmp_path / "describe.yaml"
+    f.write_text(f.read_text().replace("version: 1", "version: 7"))
+    b = create_vlm(f"hf:{dirs['blip']}", prompt_dir=str(tmp_path)).fingerprint
+    assert a != b
+
+
+def test_blip_captioner(dirs):
+    vlm = create_vlm(f"hf:{dirs['blip']}", batch_size=4)
+    assert vlm.family == "captioner" and vlm.capabilities == frozenset({GENERATIVE})
+    ims = images(4)
+    caps = vlm.caption(ims, max_new_tokens=6)
+    assert caps == [vlm.caption([im], max_new_tokens=6)[0] for im in ims]
+    assert caps == vlm.caption(ims, max_new_tokens=6)
+    res = vlm.ask(ims[:2], "describe")
+    assert all(r.answer == {"caption": r.answer["caption"]} for r in res if r.ok)
+    assert [r.ok for r in res] == [bool(c) for c in vlm.caption(ims[:2], max_new_tokens=120)]
+    [judge] = vlm.ask(ims[:1], "judge", [{"predicted_class": "cat", "class_names": ["cat"]}])
+    assert judge.answer is None and judge.error.startswith("unsupported_prompt")
+    with pytest.raises(CapabilityError, match="not contrastive"):
+        vlm.score(ims, ["cat"])
+
+
+@pytest.fixture(scope="module")
+def chat(dirs):
+    return create_vlm(f"hf:{dirs['llava']}", batch_size=4, max_new_tokens=8, max_attempts=2)
+
+
+def test_chat_template_batched_generation(chat):
+    from vlens.vlm.prompting import load_prompt
+    from vlens.vlm.structured import Request
+
+    assert chat.family == "chat"
+    p = load_prompt("describe")
+    sys_, user = p.render({})
+    msgs = [{"role": "system", "content": sys_}, {"role": "user", "content": user}]
+    ims = images(4)
+    gens = chat.generate([Request(im, msgs, 8) for im in ims])
+    singles = [chat.generate([Request(im, msgs, 8)])[0] for im in ims]
+    assert [g.text for g in gens] == [g.text for g in singles]
+    assert all(g.error is None and g.usage["completion_tokens"] == 8 for g in gens)
+    assert gens[0].usage["prompt_tokens"] > 16  # 16 image tokens + the text
+
+
+def test_chat_ask_random_model_gives_error_rows_with_raw(chat):
+    """A random model cannot answer in JSON: bounded attempts, then error rows keeping raw."""
+    res = chat.ask(images(2), "judge", [{"predicted_class": "cat", "class_names": ["cat"]}] * 2)
+    for r in res:
+        assert r.answer is None and r.attempts == 2
+        assert r.error.startswith("invalid_answer") and isinstance(r.raw, str)
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(ConfigError, match="needs a model"):
+        create_vlm("hf")
+    with pytest.raises(ModelError, match="does not exist"):
+        create_vlm(f"hf:{tmp_path}/nope")
+    with pytest.raises(ModelError, match="no config.json"):
+        create_vlm(f"hf:{tmp_path}")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        create_vlm("hf:someorg/not-cached-model-xyz")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelError, match="not supported"):
+        create_vlm(f"hf:{tmp_path}")
+
+
+def test_dtype_option(dirs):
+    with pytest.raises(ConfigError, match="unknown dtype"):
+        create_vlm(f"hf:{dirs['clip']}", dtype="float13")
+    half = create_vlm(f"hf:{dirs['clip']}", dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16
+    assert half.embed_images(images(1)).dtype == np.float32
