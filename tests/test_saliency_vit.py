@@ -78,7 +78,7 @@ def test_rollout_peaks_on_the_patch_everything_attends_to() -> None:
     # patch p covers rows 8-15, cols 16-23; bilinear upsampling peaks at its centre
     assert torch.allclose(maps[:, 11:13, 19:21], torch.ones(2, 2, 2))
     assert (maps[:, 8:16, 16:24] > 0.35).all()  # corners: 0.6 * 0.6
-    assert torch.count_nonzero(maps[:, 24:, :]) == 0 and torch.count_nonzero(maps[:, :, :8]) == 0
+    assert maps[:, 24:, :].max() < 1e-6 and maps[:, :, :8].max() < 1e-6  # two patches away
 
 
 def test_rollout_equals_an_explicit_computation() -> None:
