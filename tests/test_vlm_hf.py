@@ -268,3 +268,19 @@ def test_dtype_option(dirs):
     half = create_vlm(f"hf:{dirs['clip']}", dtype="bfloat16")
     assert half.model.dtype == torch.bfloat16
     assert half.embed_images(images(1)).dtype == np.float32
+
+
+def test_cli_check_hf(dirs):
+    from typer.testing import CliRunner
+
+    import vlens.cli.vlm  # noqa: F401  (attaches `vlm check`)
+    from vlens.cli.apps import app
+
+    r = CliRunner().invoke(app, ["vlm", "check", "--vlm", f"hf:{dirs['clip']}", "--images", "2",
+                                 "--concepts", "cat,dog", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "capabilities contrastive" in r.output and "ask: skipped" in r.output
+    assert "score (" in r.output and r.output.count("0.") >= 4
+    bad = CliRunner().invoke(app, ["vlm", "check", "--vlm", f"hf:{dirs['clip']}",
+                                   "--base-url", "http://x"])
+    assert bad.exit_code != 0 and "does not accept" in str(bad.exception)

@@ -219,3 +219,20 @@ def test_fingerprint_changes_with_prompt_version(tmp_path):
     b = create_vlm("openai:m@http://127.0.0.1:9/v1", prompt_dir=str(tmp_path)).fingerprint
     c = create_vlm("openai:other@http://127.0.0.1:9/v1", prompt_dir=str(tmp_path)).fingerprint
     assert len({a, b, c}) == 3
+
+
+def test_cli_check_against_server():
+    from typer.testing import CliRunner
+
+    import vlens.cli.vlm  # noqa: F401  (attaches `vlm check`)
+    from vlens.cli.apps import app
+
+    with FakeChatServer(default=reply("[b]not json[/b]")) as srv:
+        srv.push(reply(GOOD))
+        r = CliRunner().invoke(app, ["vlm", "check", "--vlm", f"openai:m@{srv.base_url}",
+                                     "--images", "2", "--api-key", SENTINEL])
+    assert r.exit_code == 0, r.output
+    assert "capabilities generative" in r.output and "score: skipped" in r.output
+    assert '{"caption": "a red circle on grass"}' in r.output
+    assert "invalid_answer" in r.output and "[b]not json[/b]" in r.output  # escaped, shown
+    assert SENTINEL not in r.output
