@@ -154,6 +154,8 @@ def make_run(
             masked.save(run_dir / masked_p[-1])
             masked.crop((0, 0, size // 2, size // 2)).save(run_dir / crop_p[-1])
 
+    if hostile and n > 3:
+        uris[3] = JS_URL  # a 'javascript:' uri must never become a link or an image source
     status = np.array(["ok"] * n, dtype=object)
     err = np.array([None] * n, dtype=object)
     if n > 10:
@@ -257,7 +259,9 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
                           "are called star whatever their shape.", "finding_ids": ["f001"]},
                  {"text": "Dark, small circles are mistaken for squares.",
                   "finding_ids": ["f003"]}]
+    f2_title = "Wrong 'star' predictions attend to the background, not the object"
     if hostile:
+        f2_title += f" {SCRIPT}"
         narrative.append({"text": f"Hostile narrative {SCRIPT} {JS_URL}",
                           "finding_ids": [JS_URL, "f001"]})
     return {
@@ -278,7 +282,7 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
                           "numbers": {"p_pred_given_concept": p_pred,
                                       "p_label_given_concept": p_lab}}},
             {"id": "f002", "kind": "attention_cue",
-             "title": "Wrong 'star' predictions attend to the background, not the object",
+             "title": f2_title,
              "class": classes[2], "concept": water_name, "score": 0.71,
              "stats": {"lift": 2.1, "support": int(flip.sum()), "p_value": 1e-4,
                        "q_value": 1e-3},
