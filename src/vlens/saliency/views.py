@@ -43,7 +43,7 @@ def _to_uint8_list(images: ImagesLike) -> list[torch.Tensor]:
     out = []
     for im in images:
         if isinstance(im, Image.Image):
-            im = np.asarray(im.convert("RGB"))
+            im = np.array(im.convert("RGB"))
         a = torch.as_tensor(np.asarray(im))
         if a.dim() != 3 or a.shape[-1] != 3:
             raise ConfigError(f"each image must be (H, W, 3); got {tuple(a.shape)}")
