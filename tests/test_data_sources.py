@@ -293,3 +293,27 @@ def test_coco_bad_json_and_option(tmp_path):
         open_dataset(f"coco:{tmp_path / 'y.json'}")
     with pytest.raises(DataError, match="unknown option"):
         open_dataset(f"coco:{tmp_path / 'y.json'}?imgs=x")
+
+
+# -- the generated world -------------------------------------------------------------------
+def test_world_manifest_reads_with_boxes_and_masks(tmp_path):
+    from vlens.world.dataset import make_dataset
+
+    make_dataset("balanced", tmp_path / "w", n=6, seed=3, workers=1)
+    ds = open_dataset(tmp_path / "w")  # the folder holding manifest.jsonl
+    assert ds.__class__.__name__ == "ManifestSource" and len(ds) == 6
+    rows = [json.loads(line) for line in (tmp_path / "w" / "manifest.jsonl").read_text()
+            .splitlines()]
+    for s, r in zip(ds, rows, strict=True):
+        assert s.id == r["id"] and s.label == r["label"] and sample_error(s) is None
+        assert s.box_labels == [r["label"]] and s.boxes == [[float(v) for v in r["box"]]]
+        assert s.metadata["background"] == r["background"] and "path" not in s.metadata
+        assert s.metadata["mask_area"] == r["mask_area"]
+        img = load_sample_image(s)
+        mask = load_mask(s.mask_uri)
+        assert mask.shape == (img.height, img.width) and mask.sum() == r["mask_area"] > 0
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = s.boxes[0]
+        # the recorded box encloses the visible object mask
+        assert xs.min() >= x0 and ys.min() >= y0 and xs.max() < x1 and ys.max() < y1
+    assert ds.class_names == sorted({r["label"] for r in rows})

@@ -16,6 +16,8 @@ from vlens.data.images import content_hash, load_image, load_label_mask, load_ma
 from vlens.data.paths import load_sample_image, sample_error
 from vlens.errors import DataError
 
+MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+
 __all__ = [
     "SOURCES", "DatasetSource", "Sample", "content_hash", "load_image", "load_label_mask",
     "load_mask", "load_sample_image", "open_dataset", "sample_error",
@@ -25,15 +27,19 @@ __all__ = [
 def open_dataset(spec: str | os.PathLike[str], **kw: object) -> DatasetSource:
     """Open a dataset from a spec (``folder:DIR``, ``manifest:FILE``, ``coco:FILE``).
 
-    A bare path is accepted too: a directory -> ``folder:``, ``.csv/.tsv/.jsonl/.ndjson`` ->
-    ``manifest:``, ``.json`` -> ``coco:``. Keyword arguments (e.g. ``class_names=``) go to the
-    source.
+    A bare path is accepted too: a directory holding ``manifest.jsonl``/``manifest.csv`` (as
+    ``vlens world make`` writes) -> that manifest, another directory -> ``folder:``,
+    ``.csv/.tsv/.jsonl/.ndjson`` -> ``manifest:``, ``.json`` -> ``coco:``. Keyword arguments
+    (e.g. ``class_names=``) go to the source.
     """
     s = os.fspath(spec)
     name, _, _ = s.partition(":")
     if name not in SOURCES or (len(name) == 1 and os.name == "nt"):
         p = Path(s).expanduser()
-        if p.is_dir():
+        found = [p / m for m in MANIFEST_NAMES if (p / m).is_file()] if p.is_dir() else []
+        if found:
+            s = f"manifest:{found[0]}"
+        elif p.is_dir():
             s = f"folder:{s}"
         elif p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson"):
             s = f"manifest:{s}"
