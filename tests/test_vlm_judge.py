@@ -13,7 +13,14 @@ from PIL import Image
 from vlens.errors import CapabilityError, ConfigError
 from vlens.vlm import create_vlm
 from vlens.vlm.base import CONTRASTIVE
-from vlens.vlm.judge import ContrastiveRule, area_factor, ground, judge, visible_fraction
+from vlens.vlm.judge import (
+    ContrastiveRule,
+    area_factor,
+    ground,
+    guess_prediction,
+    judge,
+    visible_fraction,
+)
 from vlm_server import FakeChatServer, reply
 
 RULE = ContrastiveRule(background=("grass", "an empty black image"))
@@ -138,3 +145,22 @@ def test_ground_generative_nan_for_missing():
     np.testing.assert_array_equal(g[0], np.array([0.8, 1.0, np.nan], np.float32))
     assert np.isnan(g[1]).all()
     assert "water, star, grass" in srv.requests[0].body["messages"][1]["content"][0]["text"]
+
+
+def test_guess_prediction_contrastive_and_generative():
+    vlm = FakeContrastive(TABLE)
+    rows = guess_prediction(vlm, [view("on_object", 5), view("scattered", 5)],
+                            [["cat", "dog"], ["cat", "dog", "grass"]])
+    assert [r["guess"] for r in rows] == ["cat", "dog"]
+    assert rows[1]["reason"] == "scores: dog 0.50, grass 0.25, cat 0.20"
+    with FakeChatServer() as srv:
+        srv.push(reply('{"guess": "Dog", "reason": "fur"}'),
+                 reply('{"guess": "zebra", "reason": "stripes"}'))
+        gen = create_vlm(f"openai:m@{srv.base_url}", concurrency=1)
+        rows = guess_prediction(gen, [view("a", 3), view("b", 3)], [["cat", "dog"]] * 2)
+    assert rows[0] == {"guess": "dog", "reason": "fur", "status": "ok", "error": None,
+                       "raw": '{"guess": "Dog", "reason": "fur"}'}
+    assert rows[1]["status"] == "error" and rows[1]["error"] == "guess_not_in_choices"
+    assert "cat, dog" in srv.requests[0].body["messages"][1]["content"][0]["text"]
+    with pytest.raises(ConfigError, match="1 views but 2 choices"):
+        guess_prediction(vlm, [view("a", 3)], [["a"], ["b"]])

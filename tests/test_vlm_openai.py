@@ -186,6 +186,7 @@ def test_api_key_never_leaks(caplog, tmp_path):
     for r in out:
         texts += [repr(r), str(r.raw), str(r.error)]
     assert out[1].error == "http_401"
+    assert "openai:test-model: http_500, retry 1/1" in caplog.text  # the logs were captured
     assert all(SENTINEL not in t for t in texts)
     assert "***" in repr(vlm)
 

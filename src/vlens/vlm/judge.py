@@ -212,3 +212,48 @@ def ground(
             if j is not None and isinstance(v, int | float) and math.isfinite(v):
                 out[i, j] = min(1.0, max(0.0, float(v)))
     return out
+
+
+def guess_prediction(
+    vlm: VLM,
+    views: Sequence[Image.Image],
+    choices: Sequence[Sequence[str]],
+    *,
+    mode: str = "auto",
+    prompt: Any = "utility_k",
+) -> list[dict[str, Any]]:
+    """The explanation-utility task: from a view alone, which of k classes did the model pick?
+
+    Rows: guess, reason, status, error, raw. Contrastive backends take the best-scoring choice;
+    generative ones answer the `utility_k` prompt, and a guess outside the offered choices is
+    an error row (`guess_not_in_choices`) rather than a silently wrong answer.
+    """
+    if len(views) != len(choices):
+        raise ConfigError(f"guess_prediction got {len(views)} views but {len(choices)} choices")
+    if mode == "auto":
+        mode = "contrastive" if CONTRASTIVE in vlm.capabilities else "generative"
+    rows: list[dict[str, Any]] = []
+    if mode == "contrastive":
+        require(vlm, CONTRASTIVE)
+        for view, ch in zip(views, choices, strict=True):
+            s = np.asarray(vlm.score([view], list(ch)), dtype=np.float64)[0]
+            rows.append({"guess": ch[int(np.argmax(s))], "reason": "scores: " + _fmt(ch, s, 3),
+                         "status": "ok", "error": None, "raw": ""})
+        return rows
+    if mode != "generative":
+        raise ConfigError(f"mode must be auto, contrastive or generative, not {mode!r}")
+    require(vlm, GENERATIVE)
+    answers = vlm.ask(list(views), prompt, [{"choices": list(ch)} for ch in choices])
+    for r, ch in zip(answers, choices, strict=True):
+        if not r.ok:
+            rows.append({"guess": None, "reason": None, "status": "error",
+                         "error": r.error, "raw": r.raw})
+            continue
+        match = {c.lower(): c for c in ch}.get(r.answer["guess"].strip().lower())
+        if match is None:
+            rows.append({"guess": None, "reason": r.answer["reason"], "status": "error",
+                         "error": "guess_not_in_choices", "raw": r.raw})
+        else:
+            rows.append({"guess": match, "reason": r.answer["reason"], "status": "ok",
+                         "error": None, "raw": r.raw})
+    return rows

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
+import logging
 import os
 import random
 import threading
@@ -34,6 +35,7 @@ from vlens.vlm.structured import Generation, Request, ask_structured
 BASE_URL_ENV = ("VLENS_OPENAI_BASE_URL", "OPENAI_BASE_URL")
 API_KEY_ENV = ("VLENS_OPENAI_API_KEY", "OPENAI_API_KEY")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
@@ -247,6 +249,8 @@ class OpenAICompatVLM:
             if retry < self.max_retries:
                 wait = self._sleep_for(retry, retry_after)
                 self._count("retries", wait)
+                log.info("%s: %s, retry %d/%d in %.2fs", self.name, last, retry + 1,
+                         self.max_retries, wait)
                 time.sleep(wait)
         return Generation(text=raw[:2000], error=f"{last} (after {self.max_retries + 1} tries)",
                           final=True)
