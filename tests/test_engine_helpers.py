@@ -2,14 +2,10 @@
 
 The model averages each RGB channel (in [0, 1]) and multiplies by 10: logits for
 (red, green, blue) = 10 * channel means, so every prediction is computable by hand.
-Also runnable as a script (used by the resume-after-kill test):
-``python test_engine_helpers.py DATA_DIR OUT_DIR CACHE_DIR|- BATCH SLEEP_S``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -115,15 +111,3 @@ def slow_loader(sleep_s: float):
         return load_image(path)
 
     return load
-
-
-if __name__ == "__main__":
-    from vlens.engine.cache import Cache
-    from vlens.engine.predict import run_predict
-
-    torch.set_num_threads(1)
-    data, out, cache_dir, batch, sleep_s = sys.argv[1:6]
-    cache = None if cache_dir == "-" else Cache(cache_dir)
-    res = run_predict(ColourAdapter(), scan(Path(data)), out, batch_size=int(batch),
-                      cache=cache, progress=False, loader=slow_loader(float(sleep_s)))
-    print(f"DONE pid={os.getpid()} n={res.n} computed={res.stats.computed}")

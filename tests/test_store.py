@@ -76,7 +76,7 @@ def test_append_ignores_empty_and_mixed_null_columns(tmp_path):
     store.append("p", pd.DataFrame({"id": ["x"], "pred": [None], "status": ["error"]}))
     store.append("p", pd.DataFrame({"id": ["y"], "pred": ["cat"], "status": ["ok"]}))
     df = store.finalize("p")
-    assert df["pred"].tolist() == [None, "cat"]
+    assert df["pred"].isna().tolist() == [True, False] and df["pred"][1] == "cat"
     assert df["status"].tolist() == ["error", "ok"]
 
 

@@ -109,11 +109,25 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
         raise StoreError(f"cannot store table: {e}") from e
 
 
+def _concat(tables: list[pa.Table]) -> pd.DataFrame:
+    """Concatenate parts in Arrow (one pandas conversion); parts may differ in columns or have
+    all-null columns, which Arrow's permissive promotion unifies. Falls back to pandas when
+    types truly conflict (e.g. int in one part, str in another)."""
+    if len(tables) == 1:
+        return tables[0].to_pandas()
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        dfs = [t.to_pandas() for t in tables]
+        return pd.concat([d for d in dfs if len(d)] or dfs[:1], ignore_index=True)
+
+
 class RunStore:
     """One run directory. Safe against crashes; meant for one writer process at a time."""
 
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         self.path = Path(path)
+        self._next_part: dict[str, int] = {}  # next part number per table (one writer)
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not self.path.is_dir():
@@ -155,6 +169,7 @@ class RunStore:
         with atomic_open(target, "wb") as f:
             pq.write_table(table, f)
         shutil.rmtree(self.parts_dir(name), ignore_errors=True)
+        self._next_part.pop(name, None)
         return target
 
     def _part_files(self, name: str) -> list[Path]:
@@ -176,20 +191,18 @@ class RunStore:
 
         Returns None when the table does not exist. Temp files are never read.
         """
-        pieces = []
         base = self.table_path(name)
         files = ([base] if base.exists() else []) + self._part_files(name)
         if not files:
             return None
+        tables = []
         for p in files:
             try:
-                pieces.append(pq.read_table(p, columns=columns).to_pandas())
+                tables.append(pq.read_table(p, columns=columns))
             except (OSError, pa.ArrowInvalid) as e:
                 raise StoreError(f"cannot read {p}: {e}") from e
-        if len(pieces) == 1:
-            return pieces[0]
-        df = pd.concat([p for p in pieces if len(p)] or pieces[:1], ignore_index=True)
-        if "id" in df.columns:
+        df = _concat(tables)
+        if len(tables) > 1 and "id" in df.columns:
             df = df.drop_duplicates("id", keep="last").reset_index(drop=True)
         return df
 
@@ -205,9 +218,15 @@ class RunStore:
             return None
         d = self.parts_dir(name)
         d.mkdir(parents=True, exist_ok=True)
-        existing = self._part_files(name)
-        nxt = int(_PART_RE.match(existing[-1].name).group(1)) + 1 if existing else 0
+        nxt = self._next_part.get(name)
+        if nxt is None:  # list the folder once per table, then count (O(1) per append)
+            existing = self._part_files(name)
+            nxt = int(_PART_RE.match(existing[-1].name).group(1)) + 1 if existing else 0
         target = d / f"part-{nxt:05d}.parquet"
+        while target.exists():  # another writer added parts meanwhile: never overwrite
+            nxt += 1
+            target = d / f"part-{nxt:05d}.parquet"
+        self._next_part[name] = nxt + 1
         table = _to_arrow(df)
         with atomic_open(target, "wb") as f:
             pq.write_table(table, f)
@@ -230,6 +249,7 @@ class RunStore:
         with atomic_open(target, "wb") as f:
             pq.write_table(_to_arrow(df), f)
         shutil.rmtree(self.parts_dir(name), ignore_errors=True)
+        self._next_part.pop(name, None)
         return df
 
     # ---- json + artefacts -----------------------------------------------------------------
