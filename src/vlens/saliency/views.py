@@ -36,7 +36,7 @@ def jet(v: torch.Tensor) -> torch.Tensor:
 
 def _to_uint8_list(images: ImagesLike) -> list[torch.Tensor]:
     if isinstance(images, (torch.Tensor, np.ndarray)):
-        arr = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
+        arr = torch.tensor(images) if isinstance(images, np.ndarray) else images  # copy: may be RO
         if arr.dim() != 4 or arr.shape[-1] != 3:
             raise ConfigError(f"images must be (n, H, W, 3) uint8; got {tuple(arr.shape)}")
         return [a.to(torch.uint8) for a in arr]
@@ -44,7 +44,7 @@ def _to_uint8_list(images: ImagesLike) -> list[torch.Tensor]:
     for im in images:
         if isinstance(im, Image.Image):
             im = np.array(im.convert("RGB"))
-        a = torch.as_tensor(np.asarray(im))
+        a = torch.tensor(np.asarray(im))
         if a.dim() != 3 or a.shape[-1] != 3:
             raise ConfigError(f"each image must be (H, W, 3); got {tuple(a.shape)}")
         out.append(a.to(torch.uint8))
