@@ -21,6 +21,7 @@ TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding")
 # Per-table columns that would collide after the merge get these prefixes.
 _PREFIX = {"predictions": "pred_", "saliency": "sal_", "vlm": "vlm_"}
 DEFAULT_THRESHOLD = 2.5
+SKIP = {"raw"}  # raw VLM answers: large, shown nowhere in the report or viewer
 
 
 @dataclass
@@ -49,17 +50,19 @@ def _read(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pq.read_table(path).to_pandas()
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in names if c not in SKIP]).to_pandas()
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise StoreError(f"cannot read {path.name}: {e}") from e
 
 
 def _first_per_id(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per id (the first), ids as Python strings."""
     if "id" not in df:
         return df.iloc[0:0]
     df = df.copy()
-    df["id"] = df["id"].astype(str)
-    return df.drop_duplicates("id", keep="first")
+    df["id"] = df["id"].to_numpy(dtype=object).astype(str).astype(object)
+    return df if pd.Index(df["id"]).is_unique else df.drop_duplicates("id", keep="first")
 
 
 def load_findings(run_dir: Path) -> dict:
@@ -100,7 +103,12 @@ def load_run(run_dir: str | Path) -> RunData:
         if name == "predictions" and "label" in ren:
             df = df.drop(columns=["label"])
             del ren["label"]
-        merged = merged.merge(df.rename(columns=ren), on="id", how="left")
+        df = df.rename(columns=ren)
+        if len(df) == len(merged) and np.array_equal(df["id"].to_numpy(), merged["id"].to_numpy()):
+            # Same ids in the same order (what the engine writes): attach columns, no join.
+            merged = pd.concat([merged, df.drop(columns=["id"]).reset_index(drop=True)], axis=1)
+        else:
+            merged = merged.merge(df, on="id", how="left")
     merged = _normalise(merged)
     findings = load_findings(run_dir)
     cfg = run_dir / "config.yaml"
@@ -118,7 +126,12 @@ def load_run(run_dir: str | Path) -> RunData:
 def _aligned(df: pd.DataFrame | None, merged: pd.DataFrame) -> pd.DataFrame | None:
     if df is None or "id" not in df:
         return None
-    df = _first_per_id(df).set_index("id")
+    df = _first_per_id(df)
+    if len(df) == len(merged) and np.array_equal(df["id"].to_numpy(), merged["id"].to_numpy()):
+        num = df.drop(columns=["id"]).select_dtypes(include="number").astype(np.float32)
+        num.columns = [str(c) for c in num.columns]
+        return num.reset_index(drop=True)
+    df = df.set_index("id")
     num = df.select_dtypes(include="number").astype(np.float32)
     num.columns = [str(c) for c in num.columns]
     return num.reindex(merged["id"].values).reset_index(drop=True)
@@ -126,12 +139,15 @@ def _aligned(df: pd.DataFrame | None, merged: pd.DataFrame) -> pd.DataFrame | No
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Give the merged table the columns the report relies on, with stable dtypes."""
-    df["id"] = df["id"].astype(str)
-    for col in ("label", "pred", "uri", "description", "justification", "object_visible",
-                "view_masked", "view_overlay", "view_crop"):
+    # Class names as Python strings (compared element-wise by the viewer's filters); long
+    # text columns keep their Arrow-backed dtype and are read per card.
+    for col in ("label", "pred"):
         if col in df:
-            df[col] = df[col].astype(object).where(df[col].notna(), None)
-            df[col] = [None if v is None else str(v) for v in df[col]]
+            s = df[col]
+            if not (pd.api.types.is_string_dtype(s) or s.dtype == object):
+                s = s.astype(str).where(s.notna())
+            arr = s.to_numpy(dtype=object, na_value=None)
+            df[col] = pd.Series(arr, index=df.index, dtype=object)
     if "correct" not in df and {"label", "pred"} <= set(df.columns):
         df["correct"] = (df["label"] == df["pred"]) & df["pred"].notna()
     if "correct" in df:

@@ -10,6 +10,12 @@ function el(tag, cls, text) {
 function safeSrc(src, pattern) {
   return typeof src === "string" && pattern.test(src) ? src : null;
 }
+function img(src, alt) {
+  /* An <img> that turns into a "no image" placeholder when the file cannot be loaded. */
+  const im = el("img"); im.src = src; im.alt = alt;
+  im.addEventListener("error", () => im.replaceWith(el("div", "noimg", "no image")));
+  return im;
+}
 function fmt(v, d) {
   if (v === null || v === undefined) return "–";
   if (typeof v === "number") return v.toFixed(d === undefined ? 2 : d);
@@ -23,7 +29,7 @@ function buildCard(c, pattern) {
   for (const [k, name] of [["o", "original"], ["ov", "saliency overlay"], ["m", "masked view"]]) {
     const fig = el("figure");
     const src = safeSrc((c.img || {})[k], pattern);
-    if (src) { const im = el("img"); im.src = src; im.alt = name; fig.appendChild(im); }
+    if (src) fig.appendChild(img(src, name));
     else fig.appendChild(el("div", "noimg", "no image"));
     fig.appendChild(el("figcaption", null, name));
     imgs.appendChild(fig);

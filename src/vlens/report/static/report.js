@@ -13,7 +13,7 @@
     const b = el("button", "thumb" + (c.correct === true ? " ok" : c.correct === false ? " bad" : ""));
     b.type = "button"; b.dataset.key = key; b.title = c.id;
     const src = safeSrc((c.img || {}).o, SAFE);
-    if (src) { const im = el("img"); im.src = src; im.alt = c.id; b.appendChild(im); }
+    if (src) b.appendChild(img(src, c.id));
     else b.appendChild(el("span", "noimg", "no image"));
     b.appendChild(el("span", "cap", (c.pred === null ? "?" : c.pred) +
       (c.focus === null || c.focus === undefined ? "" : " · " + c.focus)));

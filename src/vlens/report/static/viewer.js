@@ -19,7 +19,7 @@
     const b = el("button", "thumb" + (it.correct === true ? " ok" : it.correct === false ? " bad" : ""));
     b.type = "button"; b.dataset.row = String(it.row); b.title = it.id;
     const src = safeSrc(it.img.o, SAFE);
-    if (src) { const im = el("img"); im.src = src; im.alt = it.id; b.appendChild(im); }
+    if (src) b.appendChild(img(src, it.id));
     b.appendChild(el("span", "cap", (it.label === null ? "?" : it.label) + " → " + (it.pred === null ? "?" : it.pred)));
     b.appendChild(el("span", "sub", "focus " + fmt(it.focus, 1) + " · conf " + fmt(it.conf, 2)));
     return b;
