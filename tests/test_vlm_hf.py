@@ -284,3 +284,21 @@ def test_cli_check_hf(dirs):
     bad = CliRunner().invoke(app, ["vlm", "check", "--vlm", f"hf:{dirs['clip']}",
                                    "--base-url", "http://x"])
     assert bad.exit_code != 0 and "does not accept" in str(bad.exception)
+
+
+def test_loads_from_hub_cache_offline(tmp_path):
+    """A hub id resolves through the local cache (HF_HUB_OFFLINE=1); the revision (snapshot
+    commit) is the weights part of the fingerprint."""
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--tiny-org--tiny-clip"
+    build("clip", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    vlm = create_vlm("hf:tiny-org/tiny-clip", cache_dir=tmp_path)
+    assert vlm.fingerprint.startswith(f"hf:tiny-org/tiny-clip@{commit}|contrastive|")
+    assert vlm.embed_images(images(1)).shape == (1, 8)
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        create_vlm("hf:tiny-org/tiny-clip@deadbeef", cache_dir=tmp_path)

@@ -59,6 +59,11 @@ def test_spec_parsing_and_env(monkeypatch):
         create_vlm("openai:m", base_url="ftp://x")
 
 
+def test_unknown_backend_lists_known():
+    with pytest.raises(ConfigError, match="unknown VLM backend 'gpt'; known: .*hf, openai"):
+        create_vlm("gpt:4")
+
+
 def test_no_contrastive_capability():
     vlm = create_vlm("openai:m@http://127.0.0.1:9/v1")
     with pytest.raises(CapabilityError, match="not contrastive"):

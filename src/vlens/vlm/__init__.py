@@ -14,27 +14,38 @@ from typing import Any
 
 from vlens.vlm.base import CONTRASTIVE, GENERATIVE, VLM, VLMS, AskResult, require
 
-# Backend modules, imported for their side effect of registering in VLMS.
-BACKEND_MODULES = ["vlens.vlm.hf", "vlens.vlm.openai_compat", "vlens.vlm.embedded"]
-_loaded = False
+# Backend name -> module that registers it in VLMS when imported. Imported on demand, so
+# `import vlens.vlm` stays cheap and one backend's heavy (or broken) imports never block
+# another backend.
+BACKEND_MODULES = {
+    "hf": "vlens.vlm.hf",
+    "openai": "vlens.vlm.openai_compat",
+    "embedded": "vlens.vlm.embedded",
+}
 
 
-def load_backends() -> None:
-    """Import every backend module once (the embedded one only where its package exists)."""
-    global _loaded
-    if _loaded:
-        return
-    for mod in BACKEND_MODULES:
-        if mod == "vlens.vlm.embedded" and importlib.util.find_spec(mod) is None:
-            continue
+def _import_backend(name: str) -> None:
+    mod = BACKEND_MODULES.get(name)
+    if mod and name not in VLMS and importlib.util.find_spec(mod) is not None:
         importlib.import_module(mod)
-    _loaded = True
+
+
+def load_backends() -> list[str]:
+    """Import every backend module (to list them all); returns the registered names."""
+    for name in BACKEND_MODULES:
+        _import_backend(name)
+    return VLMS.names()
 
 
 def create_vlm(spec: str, **kw: Any) -> VLM:
     """Build the backend `spec` names, e.g. ``create_vlm("hf:/models/clip", device="cpu")``."""
-    load_backends()
-    return VLMS.create(spec.strip(), **kw)
+    spec = spec.strip()
+    name = VLMS.split(spec)[0]
+    if name in BACKEND_MODULES:
+        _import_backend(name)
+    else:  # import all so the "unknown backend" error lists every known one
+        load_backends()
+    return VLMS.create(spec, **kw)
 
 
 __all__ = [

@@ -43,7 +43,8 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
-def resolve_model(model_id: str, revision: str | None = None) -> tuple[Path, str | None]:
+def resolve_model(model_id: str, revision: str | None = None,
+                  cache_dir: str | Path | None = None) -> tuple[Path, str | None]:
     """(local directory, hub revision or None) for a local path or a hub id.
 
     A hub id is looked up in the local cache first; it is only downloaded when the hub
@@ -59,7 +60,8 @@ def resolve_model(model_id: str, revision: str | None = None) -> tuple[Path, str
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(model_id, revision=revision, local_files_only=hub_offline())
+        path = snapshot_download(model_id, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=hub_offline())
     except Exception as e:  # noqa: BLE001 - hub errors are many; one clear message
         hint = " (HF_HUB_OFFLINE is set and it is not in the cache)" if hub_offline() else ""
         raise ModelError(f"cannot load hf model {model_id!r}{hint}: {type(e).__name__}: {e}") \
@@ -277,7 +279,7 @@ def create_hf(arg: str = "", **kw: Any) -> HFBase:
         model_id, _, revision = arg.rpartition("@")
     from transformers import AutoConfig
 
-    path, revision = resolve_model(model_id, revision)
+    path, revision = resolve_model(model_id, revision, kw.pop("cache_dir", None))
     config = AutoConfig.from_pretrained(path)
     family = _family(config, path)
     from vlens.vlm import hf_generative
