@@ -26,10 +26,20 @@ def resolve_inside(root: Path, rel: str) -> tuple[str, str | None]:
     """Resolve `rel` against `root`; return (absolute path, error or None).
 
     The error is ``"path_outside_root: ..."`` when the path is absolute, escapes with ``..``
-    or resolves (through symlinks) outside `root`. On error the returned path is the
+    or resolves (through symlinks) outside `root`, ``"invalid_path: ..."`` when the OS
+    cannot represent it (NUL byte, name too long). On error the returned path is the
     lexically joined path (never read, only shown).
     """
     root_r = root.resolve()
+    if "\x00" in rel:
+        return rel.replace("\x00", "\\x00"), "invalid_path: path contains a NUL byte"
+    try:
+        return _resolve_inside(root_r, rel)
+    except (OSError, ValueError) as e:  # name too long, bad characters for this OS, ...
+        return rel, f"invalid_path: {rel[:80]!r}: {e}"
+
+
+def _resolve_inside(root_r: Path, rel: str) -> tuple[str, str | None]:
     if os.path.isabs(rel) or rel.startswith(("\\", "/")) or (len(rel) > 1 and rel[1] == ":"):
         return rel, f"path_outside_root: absolute path {rel!r} is not allowed"
     joined = root_r / rel
