@@ -255,6 +255,15 @@ def test_coco_rle_size_mismatch(tmp_path):
         load_mask(a.mask_uri)
 
 
+def test_coco_bad_segmentation_is_data_error(tmp_path):
+    data = _coco(tmp_path)
+    data["annotations"][0]["segmentation"] = [["a", "b", "c", "d", "e", "f"]]
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    a = next(iter(open_dataset(f"coco:{tmp_path / 'ann.json'}?images=images")))
+    with pytest.raises(DataError, match="image 7: bad segmentation"):
+        load_mask(a.mask_uri)
+
+
 def test_coco_rle_decoders():
     assert rle_from_string("121") == [1, 2, 1]
     # hand-worked: counts [3, 40] -> "3" and 40 = 0b101000: low 5 bits 8 with more bit, then 1

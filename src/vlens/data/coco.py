@@ -220,7 +220,10 @@ def load_coco_mask(uri: str) -> np.ndarray:
     mask = np.zeros((h, w), dtype=bool)
     for seg in segs:
         if seg:
-            m = rasterise(seg, h, w)
+            try:
+                m = rasterise(seg, h, w)
+            except (TypeError, ValueError, KeyError, IndexError) as e:
+                raise DataError(f"{path}: image {ids[0]}: bad segmentation ({e})") from None
             if m.shape != (h, w):
                 raise DataError(f"{path}: image {ids[0]}: RLE size {m.shape} != {(h, w)}")
             mask |= m
