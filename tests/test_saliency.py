@@ -260,3 +260,27 @@ def test_bad_parameters_are_rejected() -> None:
             get_explainer(name, **params)
     with pytest.raises(ConfigError, match="unknown explainer"):
         get_explainer("nope")
+
+
+def test_cams_leave_no_side_effects_and_work_under_no_grad() -> None:
+    net = DownNet()
+    model = Adapter(net)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    ex = get_explainer("gradcam")
+    ref = ex.explain(model, x, class0)
+    with torch.no_grad():
+        inside = ex.explain(model, x, class0)
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+    assert torch.equal(ref, inside)
+    assert all(p.grad is None for p in net.parameters())  # no parameter gradients computed
+    assert not any(m._forward_hooks for m in net.modules())  # hooks removed
+
+
+def test_demo_cnn_target_layer_is_its_last_block() -> None:
+    from vlens.world.demo_model import DemoCNN
+
+    net = DemoCNN().eval()
+    assert auto_target_layer(net) == "features"
+    maps = get_explainer("gradcam").explain(Adapter(net), torch.rand(2, 3, 64, 64), class0)
+    assert maps.shape == (2, 64, 64)

@@ -4,9 +4,9 @@ Written here rather than wrapped from pytorch-grad-cam because that library move
 activations to numpy and runs its CAM math (and Score-CAM's forwards) per image on the CPU.
 One template (`BaseCAM`): a forward hook on the target layer captures activations for the
 whole batch in ONE forward, gradients come from ONE ``torch.autograd.grad`` w.r.t. those
-activations (no parameter gradients, nothing below the layer), and a subclass supplies only
-the channel weighting. Finishing (`_util.finalize`): bilinear upsample to the input size,
-ReLU, per-map min-max.
+activations (no parameter gradients, nothing below the layer; the forward runs without
+autograd up to the layer), and a subclass supplies only the channel weighting.
+Finishing (`_util.finalize`): bilinear upsample to the input size, ReLU, per-map min-max.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class BaseCAM:
             t = out[0] if isinstance(out, (tuple, list)) else out
             leaf = t.detach().requires_grad_(need_grad)
             store["a"] = leaf
+            # record the graph only from here on: nothing below the layer is ever needed
+            torch.set_grad_enabled(need_grad)
             # a clone, so an in-place op after the layer cannot touch the captured leaf
             new = leaf.clone() if need_grad else leaf
             if isinstance(out, tuple):
@@ -78,23 +80,26 @@ class BaseCAM:
             return new
 
         handle = layer.register_forward_hook(hook)
+        prev = torch.is_grad_enabled()
         try:
-            with torch.set_grad_enabled(need_grad):
-                out = model.forward(x)
-                if "a" not in store:
-                    raise ConfigError(f"target layer {self.target_layer!r} was not run")
-                grads = None
-                if need_grad:
-                    s = target_scores(target, out, x.shape[0])
-                    if not s.requires_grad:
-                        raise ConfigError(
-                            f"{self.name}: the target does not depend on the target layer "
-                            "(no gradient path); choose another layer"
-                        )
-                    (grads,) = torch.autograd.grad(s.sum(), store["a"], allow_unused=True)
-                    if grads is None:
-                        grads = torch.zeros_like(store["a"])
+            torch.set_grad_enabled(False)
+            out = model.forward(x)
+            if "a" not in store:
+                raise ConfigError(f"target layer {self.target_layer!r} was not run")
+            grads = None
+            if need_grad:
+                torch.set_grad_enabled(True)
+                s = target_scores(target, out, x.shape[0])
+                if not s.requires_grad:
+                    raise ConfigError(
+                        f"{self.name}: the target does not depend on the target layer "
+                        "(no gradient path); choose another layer"
+                    )
+                (grads,) = torch.autograd.grad(s.sum(), store["a"], allow_unused=True)
+                if grads is None:
+                    grads = torch.zeros_like(store["a"])
         finally:
+            torch.set_grad_enabled(prev)
             handle.remove()
         acts = store["a"].detach()
         return self._to_grid(acts, x, module), (
