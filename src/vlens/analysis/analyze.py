@@ -10,6 +10,7 @@ candidates); slices; optional hooks; ids by score; narrative.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from vlens.analysis import concepts as cx
 from vlens.analysis import mistakes
@@ -83,10 +84,15 @@ def _concept_findings(ctx: _Ctx) -> None:
                                       len(classes), cfg.chunk, gthr)
         att = [cx.attention_arrays(c_, n_, cfg.attention_p0)
                for c_, n_ in ((cnt[0], nv[0]), (cnt[1], nv[1]), (cnt.sum(0), nv.sum(0)))]
+    # class-name concepts ("looks like class d") explain confusions and label errors, which
+    # have their own findings; they are not tested as biases unless asked
+    cls_col = np.zeros(len(names), dtype=bool)
+    if not cfg.test_class_concepts:
+        cls_col[ctx.ccols[ok]] = True
     # one BH over every test performed on the discovery half
-    tested = [np.where(ce[0]["support"] > 0, ce[0]["p"], np.nan),
-              np.where(ce[0]["support"].sum(0) > 0, ce[0]["cmh_p"], np.nan),
-              np.where((sp[0]["support"] > 0) & ~own, sp[0]["p"], np.nan)]
+    tested = [np.where((ce[0]["support"] > 0) & ~cls_col, ce[0]["p"], np.nan),
+              np.where((ce[0]["support"].sum(0) > 0) & ~cls_col, ce[0]["cmh_p"], np.nan),
+              np.where((sp[0]["support"] > 0) & ~own & ~cls_col, sp[0]["p"], np.nan)]
     if att is not None:
         gown = np.zeros_like(att[0]["p"], dtype=bool)
         gok = ctx.gcols >= 0
@@ -218,8 +224,7 @@ def _pairs_and_labels(ctx: _Ctx, res: Findings) -> None:
         cfg.label_error_min_margin, cfg.max_label_errors)
     res.label_error_candidates = cands
     if cands:
-        pos = {s: i for i, s in enumerate(inp.ids.tolist())} if len(cands) else {}
-        halves = {int(inp.split[pos[c["id"]]]) for c in cands}
+        halves = set(inp.split[np.isin(inp.ids, [c["id"] for c in cands])].tolist())
         n_err = int((~inp.correct).sum())
         ctx.add("label_error", f"{len(cands)} confidently wrong images look like the "
                 "predicted class to the VLM", None, None,
@@ -238,7 +243,8 @@ def _slices(ctx: _Ctx, res: Findings, hooks: Hooks) -> None:
     err = ~inp.correct
     found = sl.error_slices(z, inp.label, err, inp.split, inp.classes, inp.ids,
                             cfg.max_components, cfg.error_weight, cfg.min_slice_errors,
-                            alpha=cfg.alpha, max_fit=cfg.max_fit, seed=cfg.seed)
+                            alpha=cfg.alpha, max_fit=cfg.max_fit, seed=cfg.seed,
+                            min_lift=cfg.min_lift)
     sl.describe_slices(found, inp.ids, inp.label, inp.correct, hooks.describe)
     n_all, present_all = ctx.tables.merged(None) if ctx.tables else (None, None)
     class_err = np.bincount(inp.label[err], minlength=len(inp.classes)) / np.maximum(
@@ -281,10 +287,9 @@ def _counterfactuals(ctx: _Ctx, hooks: Hooks) -> None:
     inp, cfg = ctx.inp, ctx.cfg
     cues = sorted((f for f in ctx.out if f.kind in ("spurious_cue", "attention_cue")),
                   key=lambda f: -f.score)[: cfg.max_counterfactual]
-    pos = {s: i for i, s in enumerate(inp.ids.tolist())}
     for f in cues:
         ids = f.evidence["sample_ids"]
-        rows = np.array([pos[i] for i in ids], dtype=np.int64)
+        rows = pd.Index(inp.ids).get_indexer(ids)
         old = [inp.classes[p] for p in inp.pred[rows]]
         r = cx.counterfactual_flip_rate(hooks.occlude, ids, f.concept, old)
         f.evidence.setdefault("numbers", {})["occlusion_flip_rate"] = r["flip_rate"]

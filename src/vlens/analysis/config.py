@@ -19,6 +19,7 @@ class AnalysisConfig:
     thresholds: dict[str, float] = field(default_factory=dict)  # per-concept overrides
     class_concepts: dict[str, str] = field(default_factory=dict)  # class -> concept name
     concepts: list[str] | None = None  # restrict to these concept columns
+    test_class_concepts: bool = False  # also test class-name concepts as biases
     # tests
     alpha: float = 0.05  # BH false-discovery rate across every test of the discovery half
     confirm_alpha: float = 0.05  # one-sided p on the held-out half to call a finding confirmed
@@ -41,7 +42,7 @@ class AnalysisConfig:
     error_weight: float = 3.0
     min_slice_errors: int = 10
     n_baseline_slices: int = 10
-    max_fit: int = 20000
+    max_fit: int = 10000
     # counterfactual
     shortcut_min_flip_rate: float = 0.3
     max_counterfactual: int = 5

@@ -49,7 +49,7 @@ class AnalysisInput:
     def __post_init__(self) -> None:
         n = len(self.ids)
         self.ids = np.asarray(self.ids).astype(str)
-        if len(set(self.ids.tolist())) != n:
+        if not pd.Index(self.ids).is_unique:
             raise DataError("sample ids must be unique")
         self.label = np.asarray(self.label, dtype=np.int32)
         self.pred = np.asarray(self.pred, dtype=np.int32)

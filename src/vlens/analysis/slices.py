@@ -69,18 +69,25 @@ def _marginal_posterior(g: GaussianMixture, x: np.ndarray) -> np.ndarray:
     """Posterior over components of a diagonal mixture using only the first x.shape[1] dims."""
     d = x.shape[1]
     mu = g.means_[:, :d]
-    var = g.covariances_[:, :d]
-    ll = -0.5 * (((x[:, None, :] - mu[None]) ** 2) / var[None]).sum(-1)
-    ll += -0.5 * np.log(2 * np.pi * var).sum(-1)[None] + np.log(g.weights_)[None]
-    ll -= ll.max(1, keepdims=True)
-    p = np.exp(ll)
-    return p / p.sum(1, keepdims=True)
+    prec = 1.0 / g.covariances_[:, :d]
+    const = -0.5 * np.log(2 * np.pi / prec).sum(-1) + np.log(g.weights_)
+    out = np.empty((len(x), g.n_components))
+    for a in range(0, len(x), 50000):
+        xb = x[a:a + 50000].astype(np.float64)
+        # expanded quadratic form: a (rows x comps) matmul, no rows x comps x dims array
+        ll = -0.5 * ((xb**2) @ prec.T - 2 * xb @ (mu * prec).T + (mu**2 * prec).sum(1))
+        ll += const
+        ll -= ll.max(1, keepdims=True)
+        p = np.exp(ll)
+        out[a:a + 50000] = p / p.sum(1, keepdims=True)
+    return out
 
 
 def error_slices(z: np.ndarray, label: np.ndarray, err: np.ndarray, split: np.ndarray,
                  classes: list[str], ids: np.ndarray, max_components: int = 6,
                  error_weight: float = 3.0, min_errors: int = 10, min_size: int = 5,
-                 alpha: float = 0.05, max_fit: int = 20000, seed: int = 0) -> list[dict]:
+                 alpha: float = 0.05, max_fit: int = 20000, seed: int = 0,
+                 min_lift: float = 1.5) -> list[dict]:
     """Our error-aware slices (see module doc). Returns slice dicts without names."""
     rng = np.random.default_rng(seed)
     out = []
@@ -96,7 +103,7 @@ def error_slices(z: np.ndarray, label: np.ndarray, err: np.ndarray, split: np.nd
             if k * 4 > len(fit):
                 break
             g = GaussianMixture(k, covariance_type="diag", random_state=seed, reg_covar=1e-3,
-                                max_iter=200).fit(feats)
+                                max_iter=100, init_params="k-means++").fit(feats)
             bic = g.bic(feats)
             if bic < best_bic:
                 best, best_bic = g, bic
@@ -123,7 +130,8 @@ def error_slices(z: np.ndarray, label: np.ndarray, err: np.ndarray, split: np.nd
             m_rows = rows[inside & err[rows]]
             if len(m_rows) < min_size or stats["discover"]["p_value"] > alpha:
                 continue
-            if stats["discover"]["error_rate"] <= stats["discover"]["rest_error_rate"]:
+            # an effect-size floor: with many rows a tiny difference is "significant"
+            if stats["discover"]["error_rate"] < min_lift * stats["discover"]["rest_error_rate"]:
                 continue
             score = post[inside & err[rows], k]
             order = np.argsort(-score, kind="stable")
