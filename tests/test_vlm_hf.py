@@ -62,6 +62,13 @@ def build(kind: str, path, seed: int = 0) -> str:
         m = tf.SiglipModel(tf.SiglipConfig(text_config=TEXT, vision_config=VISION))
         p = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessor(
             size={"height": 32, "width": 32}), tokenizer=tok)
+    elif kind == "siglip2":  # NaFlex: patches + attention mask + spatial shapes
+        vision = {k: v for k, v in VISION.items() if k != "image_size"}
+        m = tf.Siglip2Model(tf.Siglip2Config(
+            text_config=dict(TEXT, eos_token_id=3, bos_token_id=2, pad_token_id=0),
+            vision_config=dict(vision, num_patches=16)))
+        p = tf.Siglip2Processor(image_processor=tf.Siglip2ImageProcessor(
+            patch_size=8, max_num_patches=16), tokenizer=tok)
     elif kind == "blip":
         text = dict(TEXT, max_position_embeddings=32, encoder_hidden_size=16, bos_token_id=2,
                     eos_token_id=3, pad_token_id=0, sep_token_id=5)
@@ -92,7 +99,7 @@ def build(kind: str, path, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
-    return {k: build(k, root / k) for k in ("clip", "siglip", "blip", "llava")}
+    return {k: build(k, root / k) for k in ("clip", "siglip", "siglip2", "blip", "llava")}
 
 
 def images(n: int, size: int = 40) -> list[Image.Image]:
@@ -114,7 +121,12 @@ def siglip(dirs):
     return create_vlm(f"hf:{dirs['siglip']}", device="cpu", batch_size=4)
 
 
-@pytest.mark.parametrize("name,dim", [("clip", 8), ("siglip", 16)])
+@pytest.fixture(scope="module")
+def siglip2(dirs):
+    return create_vlm(f"hf:{dirs['siglip2']}", device="cpu", batch_size=4)
+
+
+@pytest.mark.parametrize("name,dim", [("clip", 8), ("siglip", 16), ("siglip2", 16)])
 def test_contrastive_shapes_norms(request, name, dim):
     vlm = request.getfixturevalue(name)
     require(vlm, CONTRASTIVE)
@@ -157,7 +169,7 @@ def test_siglip_sigmoid_with_bias(siglip):
     assert not np.allclose(s.sum(1), 1)  # independent sigmoids, not a distribution
 
 
-@pytest.mark.parametrize("name", ["clip", "siglip"])
+@pytest.mark.parametrize("name", ["clip", "siglip", "siglip2"])
 def test_batching_equivalence_and_determinism(request, name):
     """A batch of 4 equals 4 single calls (|diff| <= 1e-5) and repeated calls are identical."""
     vlm = request.getfixturevalue(name)

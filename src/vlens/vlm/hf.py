@@ -191,10 +191,14 @@ class HFContrastive(HFBase):
         out = []
         with torch.inference_mode():
             for chunk in self._batches(list(images)):
-                inp = self.processor(images=[im.convert("RGB") for im in chunk],
-                                     return_tensors="pt")
-                pv = inp["pixel_values"].to(self.device, self.model.dtype)
-                f = _features(self.model.get_image_features(pixel_values=pv))
+                # the image processor itself, with its saved config (Siglip2Processor would
+                # override patch_size/max_num_patches with class defaults); all its outputs,
+                # as SigLIP2 (NaFlex) also needs pixel_attention_mask and spatial_shapes
+                inp = self.processor.image_processor(
+                    images=[im.convert("RGB") for im in chunk], return_tensors="pt")
+                kw = {k: v.to(self.device) for k, v in inp.items()}
+                kw["pixel_values"] = kw["pixel_values"].to(self.model.dtype)
+                f = _features(self.model.get_image_features(**kw))
                 out.append(torch.nn.functional.normalize(f.float(), dim=-1))
         return self._to_numpy(out)
 
