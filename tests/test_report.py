@@ -108,7 +108,8 @@ def test_sections_present(built):
     for sec in ("narrative", "findings", "xai", "slices", "confusions", "label-errors",
                 "plots", "classes"):
         assert f'<section id="{sec}">' in html
-    assert html.count('<svg class="chart"') == 3
+    assert html.count('<svg class="chart"') == 4
+    assert "Error lift when a concept is present" in html
     assert "circle → predicted square" in html
     assert "Reliability (ECE = " in html
 
@@ -225,6 +226,14 @@ def test_lift_rows_from_findings(fx):
     rows, title = plots.lift_rows(load_run(fx.run_dir))
     assert title == "Concept lift in findings"
     assert rows[0] == ("water → star", fx.findings["findings"][0]["stats"]["lift"])
+
+
+def test_error_lift_rows(fx):
+    rows = dict(plots.error_lift_rows(load_run(fx.run_dir)))
+    wrong = ~fx.tables["predictions"]["correct"].to_numpy(bool)
+    m = fx.tables["concepts"]["water"].to_numpy() >= 0.5
+    assert rows["water"] == pytest.approx(wrong[m].mean() / wrong.mean())
+    assert rows["water"] > 1.5  # the planted bias makes water images wrong far more often
 
 
 def test_export_csv_and_fiftyone(fx, tmp_path):

@@ -258,9 +258,7 @@ def build_context(run: RunData, img_dir: Path) -> dict:
     lec = _list(fjson.get("label_error_candidates"))
     lec_group = col.group("Label-error candidates", [c.get("id") for c in lec])
     per_class = _per_class(run, xm, col)
-    lift, lift_title = plots.lift_rows(run)
-    charts = [c for c in (plots.focus_histogram(run.samples),
-                          plots.concept_lift(lift, lift_title) if lift else None,
+    charts = [c for c in (plots.focus_histogram(run.samples), *plots.lift_charts(run),
                           plots.reliability(run.samples)) if c]
     cards = _cards(run, col.rows, img_dir)
     return {

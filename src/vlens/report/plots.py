@@ -58,8 +58,8 @@ def focus_histogram(df: pd.DataFrame) -> dict | None:
     for name, m, cls in (("correct", c, "s-correct"), ("wrong", ~c, "s-wrong")):
         h, _ = np.histogram(np.clip(f[m], 0, 5), bins=edges)
         series.append((name, h / max(m.sum(), 1), cls, int(m.sum())))
-    vmax = max(0.05, max(float(s[1].max()) for s in series))
-    vmax = math.ceil(vmax * 10) / 10
+    vmax = max(0.04, max(float(s[1].max()) for s in series))
+    vmax = math.ceil(vmax / 0.04 - 1e-9) * 0.04  # quarter ticks land on whole percents
     ch = _frame("Judge focus score by correctness", "focus score (0 = off object, 5 = on it)",
                 "share of group")
     _yticks(ch, vmax)
@@ -106,8 +106,20 @@ def concept_lift(rows: list[tuple[str, float]], title: str) -> dict | None:
     return ch
 
 
+def lift_charts(run) -> list[dict]:
+    """Lift bars from the findings (when they carry lifts) and from the concepts table."""
+    out = []
+    rows, title = lift_rows(run)
+    if rows:
+        out.append(concept_lift(rows, title))
+    rows = error_lift_rows(run)
+    if rows:
+        out.append(concept_lift(rows, "Error lift when a concept is present"))
+    return [c for c in out if c]
+
+
 def lift_rows(run) -> tuple[list[tuple[str, float]], str]:
-    """Concept lifts: from the findings when they carry them, else P(wrong | concept) / P(wrong)."""
+    """Concept lifts named by the findings (`stats.lift`), highest first."""
     rows: list[tuple[str, float]] = []
     for f in run.findings.get("findings", []) or []:
         if not isinstance(f, dict):
@@ -117,20 +129,24 @@ def lift_rows(run) -> tuple[list[tuple[str, float]], str]:
             label = f"{f['concept']} → {f.get('class')}" if f.get("class") else str(f["concept"])
             if label not in {r[0] for r in rows}:
                 rows.append((label, float(lift)))
-    if rows:
-        return sorted(rows, key=lambda r: -r[1]), "Concept lift in findings"
+    return sorted(rows, key=lambda r: -r[1]), "Concept lift in findings"
+
+
+def error_lift_rows(run, threshold: float = 0.5, min_support: int = 5) -> list[tuple[str, float]]:
+    """P(wrong | concept score >= threshold) / P(wrong) per concept of concepts.parquet."""
     cdf, df = run.concepts, run.samples
     if cdf is None or "correct" not in df or cdf.empty:
-        return [], ""
+        return []
     wrong = ~df["correct"].fillna(True).to_numpy(bool)
     base = wrong.mean()
     if base == 0:
-        return [], ""
+        return []
+    rows = []
     for c in cdf.columns:
-        m = cdf[c].to_numpy() >= 0.5
-        if m.sum() >= 5:
+        m = cdf[c].to_numpy() >= threshold
+        if m.sum() >= min_support:
             rows.append((c, float(wrong[m].mean() / base)))
-    return sorted(rows, key=lambda r: -r[1]), "Error lift when a concept is present"
+    return sorted(rows, key=lambda r: -r[1])
 
 
 def reliability(df: pd.DataFrame) -> dict | None:
