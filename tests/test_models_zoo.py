@@ -150,3 +150,28 @@ def test_onnx_matches_torch(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="onnxruntime cannot load"):
         load_model(f"onnx:{tmp_path / 'junk.onnx'}")
+
+
+def test_hf_local_folder(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=32, num_labels=3,
+                    id2label={0: "cat", 1: "dog", 2: "fox"}, label2id={"cat": 0, "dog": 1,
+                                                                       "fox": 2})
+    torch.manual_seed(0)
+    ref = ViTForImageClassification(cfg).eval()
+    ref.save_pretrained(tmp_path / "vit")
+    (tmp_path / "vit" / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],'
+        ' "size": {"height": 16, "width": 16}}')
+    a = load_model(f"hf:{tmp_path / 'vit'}")
+    assert a.class_names == ["cat", "dog", "fox"] and a.input_size == (16, 16)
+    assert a.mean == (0.5, 0.5, 0.5)
+    x = a.preprocess(IMGS)
+    with torch.no_grad():
+        assert torch.allclose(a.forward(x), ref(pixel_values=x).logits, atol=1e-6)
+    rows = predict_batch(a, IMGS, [Sample("0", "/0", "dog"), Sample("1", "/1")])
+    assert rows[0]["pred"] in a.class_names and math.isfinite(rows[0]["loss"])
+    with pytest.raises(ModelError, match="never downloads"):
+        load_model("hf:google/vit-base-patch16-224")

@@ -1,5 +1,5 @@
-"""vlens.models: model adapters (`torch:`, `torchvision:`, `timm:`, `onnx:`, `demo`), tasks
-(`classification`, `detection`, `segmentation`), saliency targets and the predict core.
+"""vlens.models: model adapters (`torch:`, `torchvision:`, `timm:`, `hf:`, `onnx:`, `demo`),
+tasks (`classification`, `detection`, `segmentation`), saliency targets and the predict core.
 
 Importing this package registers the built-ins in `MODELS` and `TASKS`.
 """
@@ -12,6 +12,7 @@ import torch
 
 from vlens.models import adapters as _adapters  # noqa: F401  (torch:, demo)
 from vlens.models import detection as _detection  # noqa: F401  (detection)
+from vlens.models import hf as _hf  # noqa: F401  (hf:)
 from vlens.models import onnx as _onnx  # noqa: F401  (onnx:)
 from vlens.models import segmentation as _segmentation  # noqa: F401  (segmentation)
 from vlens.models import tasks as _tasks  # noqa: F401  (classification)
