@@ -64,6 +64,20 @@ def test_folder_symlink_out_of_root_is_error_row(tmp_path):
     assert load_sample_image(ok).size == (8, 6)
 
 
+def test_folder_symlinked_class_dir_out_of_root(tmp_path):
+    _img(tmp_path / "elsewhere" / "x.png")
+    root = tmp_path / "ds"
+    _img(root / "a" / "ok.png")
+    os.symlink(tmp_path / "elsewhere", root / "b")
+    os.symlink(tmp_path / "elsewhere", root / "a" / "sub")
+    ds = open_dataset(f"folder:{root}")
+    errs = {s.id: sample_error(s) for s in ds}
+    assert errs["a/ok.png"] is None
+    assert errs["b"].startswith("path_outside_root") and errs["a/sub"].startswith(
+        "path_outside_root")
+    assert len(ds) == 3  # nothing below the links is listed, nothing is lost silently
+
+
 def test_folder_missing_dir(tmp_path):
     with pytest.raises(DataError, match="not a directory"):
         open_dataset(f"folder:{tmp_path / 'nope'}")

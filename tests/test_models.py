@@ -375,3 +375,27 @@ def test_segmentation_through_adapter_and_predict(tmp_path):
                            [Sample("x", "/x", "red", mask_uri=str(tmp_path / "m.png"))])
     # pred red on 16 px, gt red on 8 px (subset): red IoU 0.5, bg IoU 48/56
     assert row["pred"] == "red" and row["miou"] == pytest.approx((0.5 + 48 / 56) / 2)
+
+
+def _shipped_demo() -> bool:
+    from importlib import resources
+
+    return (resources.files("vlens.world") / "weights" / "demo.safetensors").is_file()
+
+
+@pytest.mark.skipif(not _shipped_demo(), reason="demo weights not shipped yet")
+def test_shipped_demo_model_matches_world_predict(tmp_path):
+    from vlens.world import demo_model as dm
+    from vlens.world.dataset import make_dataset
+
+    a = load_model("demo")
+    module, meta = dm.load_demo_model()
+    assert a.class_names == meta["class_names"] and a.fingerprint == load_model("demo").fingerprint
+    ds_path = make_dataset("balanced", tmp_path / "w", n=8, seed=5, workers=1)
+    from vlens.data import load_sample_image, open_dataset
+
+    samples = list(open_dataset(ds_path))
+    imgs = [load_sample_image(s) for s in samples]
+    rows = predict_batch(a, imgs, samples)
+    want = dm.predict(module, meta, np.stack([np.asarray(i) for i in imgs]))
+    assert [r["pred_idx"] for r in rows] == [int(v) for v in want]
