@@ -10,7 +10,7 @@ Python API::
 """
 
 from vlens.pipeline.full import RunResult, analyze_run, demo, run
-from vlens.pipeline.run import ExplainOptions, ExplainResult, build_vocabulary, explain
+from vlens.pipeline.run import ExplainOptions, ExplainResult, explain
 
-__all__ = ["ExplainOptions", "ExplainResult", "RunResult", "analyze_run", "build_vocabulary",
+__all__ = ["ExplainOptions", "ExplainResult", "RunResult", "analyze_run",
            "demo", "explain", "run"]

@@ -19,14 +19,15 @@ from vlens.engine.stage import Row
 from vlens.engine.store import RunStore
 from vlens.pipeline.saliency_stage import ArtefactTableSink, SaliencyStage
 from vlens.pipeline.vlm_stage import VLMStage, VLMTableSink
+from vlens.vlm.concepts import build_vocabulary
 
 
 @dataclass
 class ExplainOptions:
     """What `explain` computes. Spec strings are the same as the CLI flags."""
 
-    vlm: str = "embedded"
-    concept_vlm: str | None = None  # default: the judge VLM if contrastive, else embedded
+    vlm: str | Any = "embedded"  # a spec string or a built VLM object
+    concept_vlm: str | Any | None = None  # default: the judge VLM if contrastive, else embedded
     method: str = "gradcam"
     target_layer: str | None = None
     alpha: float = 25.0
@@ -47,25 +48,14 @@ class ExplainResult:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def build_vocabulary(class_names: Sequence[str], concepts_file: str | None = None) -> list[str]:
-    """Class names + the default concept bank + user concepts (deduplicated, order kept)."""
-    from vlens.vlm.concepts import default_concepts, load_concepts
-
-    vocab = [*class_names, *default_concepts()]
-    if concepts_file:
-        vocab += load_concepts(concepts_file)
-    seen: set[str] = set()
-    return [c for c in vocab if not (c.lower() in seen or seen.add(c.lower()))]
-
-
 def make_concept_vlm(judge_vlm: Any, spec: str | None) -> Any:
     """The contrastive backend for concept scores: `spec`, else the judge VLM if it is
     contrastive, else the embedded model."""
     from vlens.vlm import create_vlm
     from vlens.vlm.base import CONTRASTIVE, require
 
-    if spec:
-        vlm = create_vlm(spec)
+    if spec is not None:
+        vlm = create_vlm(spec) if isinstance(spec, str) else spec
         require(vlm, CONTRASTIVE)
         return vlm
     if CONTRASTIVE in judge_vlm.capabilities:
@@ -124,7 +114,7 @@ def explain(
     out = Path(out)
     adapter = load_model(model) if isinstance(model, str) else model
     source = open_dataset(data) if isinstance(data, str) else data
-    judge_vlm = create_vlm(o.vlm)
+    judge_vlm = create_vlm(o.vlm) if isinstance(o.vlm, str) else o.vlm
     concept_vlm = make_concept_vlm(judge_vlm, o.concept_vlm)
     params = {"target_layer": o.target_layer} if o.target_layer else {}
     explainer = get_explainer(o.method, **params)
@@ -133,7 +123,8 @@ def explain(
         "command": "explain",
         "model": model if isinstance(model, str) else type(model).__name__,
         "data": data if isinstance(data, str) else type(data).__name__,
-        **{k: v for k, v in vars(o).items() if k != "progress"},
+        **{k: (v if v is None or isinstance(v, str | int | float | bool) else type(v).__name__)
+           for k, v in vars(o).items() if k != "progress"},
         **dict(config or {}),
     }
     res = ExplainResult(out=out)

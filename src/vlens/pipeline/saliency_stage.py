@@ -116,6 +116,9 @@ class SaliencyStage:
         if good:
             for i, r in zip(good, self._explain([batch[i] for i in good], images), strict=True):
                 rows[i] = r
+        for r in rows:
+            if r is not None:
+                r.setdefault("method", self.method)
         return [r for r in rows if r is not None]
 
     def _explain(self, items: list[Row], images: list[Image.Image]) -> list[Row]:

@@ -1,0 +1,154 @@
+"""End to end: predict -> saliency -> VLM stages into one run directory, resumable, cached.
+
+Uses a generated world, a tiny CNN and a deterministic fake contrastive VLM (colour
+statistics as the "embedding") so the plumbing is tested independently of trained weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from vlens.engine.cache import Cache
+from vlens.pipeline import ExplainOptions, explain
+from vlens.runs import load_run
+from vlens.vlm.base import CONTRASTIVE
+
+
+class ColourVLM:
+    """A contrastive 'VLM' whose image embedding is the mean RGB plus brightness; texts map
+    to fixed pseudo-random unit vectors. Deterministic, so results are comparable."""
+
+    name = "colour"
+    fingerprint = "colour-v1"
+    capabilities = frozenset({CONTRASTIVE})
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed_images(self, images):
+        self.calls += 1
+        feats = []
+        for im in images:
+            a = np.asarray(im.convert("RGB"), np.float32) / 255.0
+            f = np.array([*a.mean(axis=(0, 1)), (a.sum(-1) > 0.05).mean(), 1.0], np.float32)
+            feats.append(f / np.linalg.norm(f))
+        return np.stack(feats)
+
+    def embed_texts(self, texts):
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(abs(hash(t)) % (2**32))
+            v = rng.normal(size=5).astype(np.float32)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+    def score(self, images, concepts):
+        s = self.embed_images(images) @ self.embed_texts(concepts).T
+        return (s + 1) / 2
+
+    def ask(self, images, prompt, variables):  # pragma: no cover - not generative
+        raise AssertionError("not generative")
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from vlens.world import make_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    manifest = make_dataset("demo_test", out, n=24, seed=3)
+    # one broken image: it must become an error row in every table, not vanish
+    lines = manifest.read_text().splitlines()
+    first = json.loads(lines[0])
+    (out / first["path"]).write_bytes(b"not a png")
+    return manifest, len(lines), str(first["id"])
+
+
+def _adapter(class_names):
+    from vlens.models import TorchAdapter
+
+    return TorchAdapter(TinyCNN(len(class_names)), class_names, input_size=64,
+                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def test_explain_end_to_end_resume_and_cache(world, tmp_path):
+    from vlens.data import open_dataset
+
+    manifest, n, bad_id = world
+    source = open_dataset(f"manifest:{manifest}")
+    adapter = _adapter(source.class_names)
+    vlm = ColourVLM()
+    cache = Cache(tmp_path / "cache")
+    opts = ExplainOptions(vlm=vlm, batch_size=8, progress=False)
+    res = explain(adapter, source, tmp_path / "run", opts, cache=cache)
+
+    run = load_run(tmp_path / "run")
+    for name in ("samples", "predictions", "saliency", "vlm"):
+        table = getattr(run, name)
+        assert len(table) == n, name  # every sample accounted for
+        bad = table[table["id"] == bad_id].iloc[0]
+        assert bad["status"] == "error", name
+    assert res.errors == {"predictions": 1, "saliency": 1, "vlm": 1}
+    ok = run.saliency[run.saliency["status"] == "ok"]
+    # views exist, decode, and have the original image size; maps are 64x64 model-size
+    for rel in ok["view_masked"].head(3):
+        with Image.open(tmp_path / "run" / rel) as im:
+            assert im.size == (64, 64)
+    assert ok["energy_on_object"].between(0, 1).all()
+    assert set(ok["pointing_hit"].unique()) <= {0.0, 1.0}
+    vocab = run.config["vocabulary"]
+    assert list(run.concepts.columns) == ["id", *vocab]
+    assert len(run.concepts) == n - 1 == len(run.grounding) == len(run.embeddings)
+    assert run.vlm.loc[run.vlm["status"] == "ok", "focus_score"].between(0, 5).all()
+    # concept scores are the VLM's scores of the whole image, exactly
+    sid = ok["id"].iloc[0]
+    uri = run.samples.set_index("id").loc[sid, "uri"]
+    with Image.open(uri) as im:
+        expect = vlm.score([im.convert("RGB")], vocab)[0]
+    got = run.concepts.set_index("id").loc[sid].to_numpy(np.float32)
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+
+    # a second run into a new dir is served from the cache: no VLM call at all
+    vlm.calls = 0
+    res2 = explain(adapter, source, tmp_path / "run2", opts, cache=cache)
+    assert vlm.calls == 0
+    assert res2.stats["vlm"].cached == n - 1 and res2.stats["vlm"].computed == 1  # error retried
+    run2 = load_run(tmp_path / "run2")
+    pd.testing.assert_frame_equal(run.concepts, run2.concepts)
+    pd.testing.assert_frame_equal(
+        run.vlm.drop(columns=["raw"]), run2.vlm.drop(columns=["raw"]))
+
+    # re-running on the same dir resumes: nothing is recomputed
+    res3 = explain(adapter, source, tmp_path / "run", opts, cache=None)
+    assert res3.stats["saliency"].skipped == n and res3.stats["vlm"].skipped == n
+
+
+def test_explain_limit_and_method(world, tmp_path):
+    from vlens.data import open_dataset
+
+    manifest, _, _ = world
+    source = open_dataset(f"manifest:{manifest}")
+    opts = ExplainOptions(vlm=ColourVLM(), method="eigencam", limit=5, progress=False)
+    explain(_adapter(source.class_names), source, tmp_path / "run", opts)
+    run = load_run(tmp_path / "run")
+    assert len(run.saliency) == 5 and set(run.saliency["method"]) == {"eigencam"}
+    assert run.config["method"] == "eigencam"
