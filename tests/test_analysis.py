@@ -289,3 +289,24 @@ def test_score_findings_on_hand_made_input():
     assert s["baseline_precision@10"] == 0.3
     assert s["label_error_precision"] == pytest.approx(2 / 3)
     assert s["label_error_recall"] == 0.5
+
+
+def test_describe_hook_gets_members_and_same_class_correct_samples(planted):
+    from vlens.analysis.slices import describe_slices
+
+    inp, _, res = planted
+    rows = np.flatnonzero((inp.label == 3) & ~inp.correct)[:6]
+    s = [{"class_index": 3, "member_rows": rows}]
+    seen = {}
+
+    def describe(members, others):
+        seen["m"], seen["o"] = members, others
+        return "dark background"
+
+    describe_slices(s, inp.ids, inp.label, inp.correct, describe, k=4)
+    assert s[0]["description"] == "dark background"
+    assert seen["m"] == inp.ids[rows[:4]].tolist()
+    o = np.isin(inp.ids, seen["o"])
+    assert o.sum() == 4 and (inp.label[o] == 3).all() and inp.correct[o].all()
+    t = res.table()
+    assert list(t["id"]) == [f.id for f in res.findings] and "lift" in t.columns
