@@ -138,6 +138,9 @@ def test_contrastive_shapes_norms(request, name, dim):
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
     s = vlm.score(images(3), CONCEPTS)
     assert s.shape == (3, 4) and (s >= 0).all() and (s <= 1).all()
+    assert vlm.score([], CONCEPTS).shape == (0, 4)
+    with pytest.raises(ConfigError, match="at least one concept"):
+        vlm.score(images(1), [])
     with pytest.raises(CapabilityError, match="not generative"):
         require(vlm, GENERATIVE)
     with pytest.raises(CapabilityError, match="not generative"):

@@ -246,6 +246,8 @@ class HFContrastive(HFBase):
         sigmoids. Both use the model's own logit scale (and bias), so scores are calibrated."""
         if not concepts:
             raise ConfigError("score needs at least one concept")
+        if len(images) == 0:
+            return np.zeros((0, len(concepts)), np.float32)
         img = self.embed_images(images)
         txt = self.concept_embeddings(concepts)
         scale, bias = self.logit_params()

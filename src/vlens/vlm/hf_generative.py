@@ -126,8 +126,10 @@ class HFChat(_Generative):
         texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True,
                                                     tokenize=False) for r in batch]
         self.processor.tokenizer.padding_side = "left"  # generation continues on the right
-        return dict(self.processor(images=[r.image.convert("RGB") for r in batch], text=texts,
-                                   padding=True, return_tensors="pt"))
+        # one image list per sample: the nested form every chat processor accepts
+        # (SmolVLM/Idefics3 require it; LLaVA and Qwen2-VL flatten it)
+        return dict(self.processor(images=[[r.image.convert("RGB")] for r in batch],
+                                   text=texts, padding=True, return_tensors="pt"))
 
     def ask(self, images: Sequence[Image.Image], prompt: Prompt | str,
             variables: Sequence[dict[str, Any]] | None = None) -> list[AskResult]:
