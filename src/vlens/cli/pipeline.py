@@ -163,3 +163,47 @@ def demo_cmd(
     print_findings(res.findings)
     if res.report:
         console.print(f"report: {res.report}", highlight=False)
+
+
+BENCH_CONFIGS = ["spurious_background", "shortcut_tag", "rare_slice", "color_correlation",
+                 "label_noise"]
+
+
+@app.command("bench")
+def bench_cmd(
+    configs: list[str] = typer.Argument(None, help="World configs (names or YAML paths); "
+                                        "default: every shipped bench config."),
+    out: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Output folder."),
+    n_train: int = typer.Option(6000, "--n-train", min=100, help="Training images per world."),
+    epochs: int = typer.Option(4, "--epochs", min=1),
+    n_test: int = typer.Option(800, "--n-test", min=50, help="Test images per world."),
+    seed: int = typer.Option(0, "--seed"),
+    vlm: str = VLM, method: str = METHOD, batch_size: int = BATCH,
+    cache: Path | None = CACHE, no_cache: bool = NO_CACHE,
+) -> None:
+    """Score discovery against planted truth: train on each biased world, run everything on
+    its test world, report bias recall@k, slice precision@10 (vs a Domino-style baseline)
+    and label-error precision/recall. Writes OUT/bench.json.
+
+    Example: vlens bench spurious_background shortcut_tag --out runs/bench
+    """
+    from vlens.pipeline import ExplainOptions
+    from vlens.pipeline.bench import bench_one, summary_rows, write_results
+
+    opts = ExplainOptions(vlm=vlm, method=method, batch_size=batch_size, progress=False)
+    results = []
+    store_cache = _cache(cache, no_cache)
+    for name in configs or BENCH_CONFIGS:
+        console.print(f"[bold]bench[/] {escape(name)}: training, generating, explaining ...")
+        results.append(bench_one(name, out, n_train=n_train, epochs=epochs, n_test=n_test,
+                                 seed=seed, options=opts, cache=store_cache))
+    path = write_results(results, out / "bench.json")
+    rows = summary_rows(results)
+    t = Table(title="vlens bench")
+    for col in rows[0]:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*("-" if v is None else f"{v:.3f}" if isinstance(v, float) else escape(str(v))
+                    for v in r.values()))
+    console.print(t)
+    console.print(f"results: {path}", highlight=False)
