@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vlens.data.base import SOURCES, Sample
-from vlens.data.paths import ERROR_KEY, resolve_inside
+from vlens.data.paths import ERROR_KEY, PathGuard
 from vlens.errors import DataError
 
 
@@ -103,11 +103,12 @@ class CocoSource:
                   f"annotation {aid}: bbox must be 4 finite numbers [x, y, w, h] with w, h >= 0,"
                   f" got {str(bb)[:60]}")
             by_img.setdefault(a["image_id"], []).append(a)
+        self._guard = PathGuard(self.root)
         self._samples = [self._sample(im, by_img.get(im["id"], []), cat_name) for im in imgs]
 
     def _sample(self, im: dict[str, Any], anns: list[dict[str, Any]],
                 cat_name: dict[Any, str]) -> Sample:
-        uri, err = resolve_inside(Path(self.root), im["file_name"])
+        uri, err = self._guard(im["file_name"])
         boxes = [[float(x), float(y), float(x + w), float(y + h)] for x, y, w, h in
                  (a["bbox"] for a in anns)]
         labels = [cat_name[a["category_id"]] for a in anns]

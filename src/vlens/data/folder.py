@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vlens.data.base import SOURCES, Sample
 from vlens.data.images import IMAGE_EXTENSIONS
-from vlens.data.paths import ERROR_KEY, resolve_inside
+from vlens.data.paths import ERROR_KEY, PathGuard
 from vlens.errors import DataError
 
 
@@ -30,6 +30,7 @@ class FolderSource:
         self.root = str(r.resolve())
         exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions or ()}
         self._exts = frozenset(exts) or IMAGE_EXTENSIONS
+        self._guard = PathGuard(self.root)
         self._samples = self._scan()
         found = sorted({s.label for s in self._samples if s.label is not None})
         if class_names is not None:
@@ -62,7 +63,7 @@ class FolderSource:
         cdir = root / label
         if not cdir.resolve().is_relative_to(root):
             rel = label
-            _, err = resolve_inside(root, rel)
+            _, err = self._guard(rel)
             return [Sample(id=rel, uri=str(cdir), label=label, metadata={ERROR_KEY: err})]
         rels: list[str] = []
         for dirpath, dirnames, filenames in os.walk(cdir):
@@ -77,7 +78,7 @@ class FolderSource:
         return [self._sample(root, r, label) for r in sorted(rels)]
 
     def _sample(self, root: Path, rel: str, label: str | None) -> Sample:
-        path, err = resolve_inside(root, rel)
+        path, err = self._guard(rel)
         meta = {ERROR_KEY: err} if err else {}
         return Sample(id=rel, uri=path, label=label, metadata=meta)
 

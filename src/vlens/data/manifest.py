@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vlens.data.base import SOURCES, Sample
-from vlens.data.paths import ERROR_KEY, resolve_inside
+from vlens.data.paths import ERROR_KEY, PathGuard
 from vlens.errors import DataError
 
 PATH_KEYS = ("path", "file", "filename", "file_name", "image")
@@ -87,6 +87,7 @@ class ManifestSource:
         self.root = str(Path(root).expanduser().resolve() if root else p.resolve().parent)
         self._fmt = format or self._detect(p)
         self._explicit = list(class_names) if class_names is not None else None
+        self._guard = PathGuard(self.root)
         self._samples = self._read()
         if not self._samples:
             raise DataError(f"{self.path}: manifest lists no samples")
@@ -215,15 +216,14 @@ class ManifestSource:
     def _sample(self, no: int, rec: dict[str, Any], from_csv: bool, path_key: str) -> Sample:
         rel = self._text(no, path_key, rec.get(path_key), required=True)
         assert rel is not None
-        root = Path(self.root)
-        uri, err = resolve_inside(root, rel)
+        uri, err = self._guard(rel)
         label = self._label(no, rec.get("label"))
         sid = self._text(no, "id", rec.get("id"), required=False) or Path(rel).as_posix()
         meta: dict[str, Any] = {}
         mask_uri = None
         mrel = self._text(no, "mask_path", rec.get("mask_path"), required=False)
         if mrel is not None:
-            mask_uri, merr = resolve_inside(root, mrel)
+            mask_uri, merr = self._guard(mrel)
             if merr and not err:
                 err = merr.replace("path_outside_root: ", "path_outside_root: mask_path ")
         boxes = box_labels = None
