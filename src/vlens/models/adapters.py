@@ -200,9 +200,15 @@ def probe_classes(module: torch.nn.Module, input_size: tuple[int, int]) -> int:
 def build_adapter(module: torch.nn.Module, meta: dict[str, Any], *, spec: str,
                   weights: str | None = None, **kw: Any) -> TorchAdapter:
     """Shared tail of every torch-backed spec: weights, defaults from meta, adapter."""
+    known = {"class_names", "input_size", "mean", "std", "task", "device"}
+    extra = sorted(set(kw) - known)
+    if extra:
+        raise ConfigError(f"unknown model option(s) {extra} for {spec}; known: {sorted(known)}")
     if weights:
         apply_weights(module, weights)
-    merged = {**meta, **{k: v for k, v in kw.items() if v is not None}}
+    # meta may carry more (e.g. an architecture dict): only the adapter's keys are used
+    merged = {**{k: v for k, v in meta.items() if k in known},
+              **{k: v for k, v in kw.items() if v is not None}}
     input_size = _size(merged.pop("input_size", 224))
     class_names = merged.pop("class_names", None)
     if class_names is None:
@@ -210,10 +216,6 @@ def build_adapter(module: torch.nn.Module, meta: dict[str, Any], *, spec: str,
     cfg = {"spec": spec}
     if weights:
         cfg["weights"] = Path(weights).name
-    allowed = {"mean", "std", "task", "device"}
-    extra = sorted(set(merged) - allowed)
-    if extra:
-        raise ConfigError(f"unknown model option(s) {extra} for {spec}")
     return TorchAdapter(module, class_names, input_size=input_size, config=cfg, **merged)
 
 
@@ -235,5 +237,4 @@ def demo_model(arg: str = "", **kw: Any) -> TorchAdapter:
     except ImportError as e:
         raise ModelError(f"the demo model is not available: {e}") from None
     module, meta = load_demo_model(arg) if arg else load_demo_model()
-    keep = {k: meta[k] for k in ("class_names", "input_size", "mean", "std", "task") if k in meta}
-    return build_adapter(module, keep, spec=f"demo:{arg}" if arg else "demo", **kw)
+    return build_adapter(module, meta, spec=f"demo:{arg}" if arg else "demo", **kw)
