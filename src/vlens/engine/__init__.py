@@ -7,6 +7,7 @@ Public API: `RunStore`, `Cache`, `Stage`, `Engine`/`ENGINES`, `LocalEngine`, `Ta
 from vlens.engine.base import ENGINES, Engine, RunStats, Sink, TableSink
 from vlens.engine.cache import Cache, default_cache_dir
 from vlens.engine.local import LocalEngine
+from vlens.engine.ray_engine import RayEngine  # registers "ray"; imports ray only when run
 from vlens.engine.stage import Stage, error_row, fingerprint_of
 from vlens.engine.store import RunStore, atomic_write_bytes, scrub_secrets
 
@@ -15,6 +16,7 @@ __all__ = [
     "Cache",
     "Engine",
     "LocalEngine",
+    "RayEngine",
     "RunStats",
     "RunStore",
     "Sink",

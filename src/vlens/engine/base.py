@@ -106,9 +106,13 @@ def batched(items: Iterable[Row], n: int) -> Iterator[list[Row]]:
 
 
 def process_batch(
-    stage: Any, todo: list[Row], cache: Cache | None, stats: RunStats
+    stage: Any, todo: list[Row], cache: Cache | None, stats: RunStats,
+    sources: list[str] | None = None,
 ) -> list[Row]:
-    """Rows for `todo`: cache hits reused, misses computed by `stage` and cached."""
+    """Rows for `todo`: cache hits reused, misses computed by `stage` and cached.
+
+    When `sources` is a list, it receives ``"cache"`` or ``"stage"`` per row (in order).
+    """
     for it in todo:
         ensure_content_hash(it)
     keys = [stage_key(stage, it) for it in todo]
@@ -132,6 +136,9 @@ def process_batch(
                 put[keys[i]] = {k: v for k, v in row.items() if k != "id"}
         if cache is not None and put:
             cache.put_many(stage.fingerprint, put)
+    if sources is not None:
+        hit = set(range(len(todo))) - set(misses)
+        sources.extend("cache" if i in hit else "stage" for i in range(len(todo)))
     final = [r for r in rows if r is not None]
     stats.errors += sum(1 for r in final if r.get("status") == "error")
     return final

@@ -195,6 +195,7 @@ def run_predict(
     limit: int | None = None,
     cache: Cache | None = None,
     engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
     loader: Callable[[str], Any] | None = None,
@@ -230,7 +231,7 @@ def run_predict(
     if n_total is not None and limit is not None:
         n_total = min(n_total, limit)
     sink = TableSink(store, "predictions", derived={"samples": samples_rows})
-    eng = ENGINES.create(engine)
+    eng = ENGINES.create(engine, **dict(engine_options or {}))
     stats = eng.run(
         stage, _items(source, limit), sink, cache=cache, batch_size=batch_size,
         total=n_total, progress=progress,
