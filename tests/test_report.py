@@ -268,3 +268,28 @@ def test_cli_report(fx):
     res = CliRunner().invoke(app, ["report", str(fx.run_dir)])
     assert res.exit_code == 0, res.output
     assert res.output.strip() == f"report: {fx.run_dir / 'report' / 'index.html'}"
+
+
+def test_report_on_real_analysis_output(tmp_path):
+    """findings.json written by vlens.analysis itself (not the fixture's) renders fully."""
+    analyze_mod = pytest.importorskip("vlens.analysis.analyze")
+    inputs = pytest.importorskip("vlens.analysis.inputs")
+    fx = make_run(tmp_path, n=200, seed=8)
+    res = analyze_mod.analyze(inputs.AnalysisInput.from_run(fx.run_dir))
+    (fx.run_dir / "findings.json").write_text(res.to_json())
+    fj = json.loads((fx.run_dir / "findings.json").read_text())
+    html = build_report(fx.run_dir).read_text(encoding="utf-8")
+    data = _data(html)
+    top = fj["findings"][0]
+    hero = html[html.index('id="top-finding"'): html.index('id="narrative"')]
+    assert top["title"].replace("'", "&#39;") in hero
+    ev = top["evidence"]["sample_ids"]
+    assert f"Show all {len(ev)} evidence sample" in hero
+    cited = {fid for s in fj["narrative"] for fid in s["finding_ids"]}
+    assert len(re.findall(r'class="cite" href="#finding-\d+"', html)) == sum(
+        len(s["finding_ids"]) for s in fj["narrative"])
+    assert cited <= {f["id"] for f in fj["findings"]}
+    for name, cell in fj["xai_matrix"]["cells"].items():
+        m = re.search(rf'data-cell="{name}">\s*<span class="cn">(\d+)</span>', html)
+        assert m and int(m.group(1)) == cell["count"]
+    assert all(set(c["img"]) == {"o", "ov", "m"} for c in data["cards"].values())

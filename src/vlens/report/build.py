@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
+import yaml
 from markupsafe import Markup
 from PIL import Image
 
@@ -212,6 +213,31 @@ def _metrics(run: RunData) -> list[tuple[str, str]]:
     return out
 
 
+def _run_info(run: RunData) -> dict:
+    """Run name, model, data, VLM: findings.json's `run`, completed from config.yaml."""
+    info = dict(run.findings.get("run")) if isinstance(run.findings.get("run"), dict) else {}
+    try:
+        cfg = yaml.safe_load(run.config_text) if run.config_text else None
+    except yaml.YAMLError:
+        cfg = None
+    if isinstance(cfg, dict):
+        for key in ("name", "model", "data", "vlm"):
+            v = cfg.get(key)
+            if not info.get(key) and isinstance(v, str | int | float):
+                info[key] = str(v)
+    info.setdefault("name", run.run_dir.resolve().name)
+    return info
+
+
+def _facts(f: dict, limit: int = 9) -> list[tuple[str, object]]:
+    """The top finding's headline numbers: its stats, then evidence numbers not repeated."""
+    out = [(k, v) for k, v in f["_stats"].items() if not isinstance(v, dict | list)]
+    seen = {k for k, _ in out}
+    out += [(k, v) for k, v in f["_numbers"].items()
+            if k not in seen and not isinstance(v, dict | list)]
+    return out[:limit]
+
+
 def _list(obj: object) -> list:
     return [x for x in obj if isinstance(x, dict)] if isinstance(obj, list) else []
 
@@ -220,7 +246,7 @@ def build_context(run: RunData, img_dir: Path) -> dict:
     """Everything the template needs; also writes the images it references into img_dir."""
     col = _Collector(run)
     fjson = run.findings
-    info = fjson.get("run") if isinstance(fjson.get("run"), dict) else {}
+    info = _run_info(run)
     findings = sorted(_list(fjson.get("findings")),
                       key=lambda f: -(f.get("score") if _finite(f.get("score")) else 0))
     anchors = {}
@@ -264,6 +290,7 @@ def build_context(run: RunData, img_dir: Path) -> dict:
     return {
         "info": info, "metrics": _metrics(run), "config_text": run.config_text,
         "present": run.present, "top": findings[0] if findings else None,
+        "top_facts": _facts(findings[0]) if findings else [],
         "findings": findings, "narrative": narrative, "xai": xm, "cells": cells,
         "slices": slices, "pairs": pairs, "lec": lec, "lec_group": lec_group,
         "per_class": per_class, "charts": charts, "cards": cards, "strip": STRIP,
