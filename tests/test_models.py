@@ -314,6 +314,14 @@ def test_detection_rows_exact():
     target = task.default_target(out, rows)
     assert target.ref_boxes.tolist() == [[0, 0, 10, 10], [0, 0, 0, 0]]
     assert target(out).tolist() == pytest.approx([0.95, 0.0])
+    # the same rows after a Parquet round trip (arrays, NaN for missing) give the same target
+    import pandas as pd
+
+    back = pd.DataFrame(rows).to_dict("records")
+    back[1]["pred_idx"] = NAN
+    t2 = task.default_target(out, [{**r, "pred_box": None if r["pred_box"] is None else
+                                    np.asarray(r["pred_box"])} for r in back])
+    assert t2(out).tolist() == pytest.approx([0.95, 0.0])
     with pytest.raises(ModelError, match="label 7 outside 3 class_names"):
         task.postprocess([_det([[0, 0, 1, 1]], [7], [0.9])], samples[:1], names)
     nogt = task.postprocess([out[0]], [Sample("c", "/c", "star")], names)[0]

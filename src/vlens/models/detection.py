@@ -26,7 +26,7 @@ from vlens.data.base import Sample
 from vlens.errors import ModelError
 from vlens.models.base import TASKS, Target
 from vlens.models.targets import BoxScoreTarget, _describe
-from vlens.models.tasks import NAN, label_index
+from vlens.models.tasks import NAN, label_index, present
 
 
 def greedy_match(pred_boxes: torch.Tensor, pred_labels: torch.Tensor | None,
@@ -120,10 +120,12 @@ class DetectionTask:
     def default_target(self, output: Any, rows: Sequence[dict[str, Any]]) -> Target:
         """Score of the box that best matches each sample's top prediction (IoU >= 0.5)."""
         refs, labels = [], []
-        for r in rows:
-            b, (sx, sy) = r.get("pred_box"), r.get("input_scale") or (1.0, 1.0)
-            refs.append([b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] if b else [0.0] * 4)
-            labels.append(int(r["pred_idx"]) if r.get("pred_idx") is not None else -1)
+        for r in rows:  # rows may come back from Parquet: arrays, NaN for missing
+            b, sc = r.get("pred_box"), r.get("input_scale")
+            sx, sy = (1.0, 1.0) if sc is None or len(sc) != 2 else (float(sc[0]), float(sc[1]))
+            ok = b is not None and not isinstance(b, float) and len(b) == 4
+            refs.append([b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] if ok else [0.0] * 4)
+            labels.append(int(r["pred_idx"]) if ok and present(r.get("pred_idx")) else -1)
         return BoxScoreTarget(refs, labels, iou_thr=self.iou_thr)
 
 

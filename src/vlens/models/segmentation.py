@@ -26,7 +26,7 @@ from vlens.data.base import Sample
 from vlens.errors import ModelError
 from vlens.models.base import TASKS, Target
 from vlens.models.targets import SegmentationTarget, _describe, unwrap_output
-from vlens.models.tasks import NAN, label_index
+from vlens.models.tasks import NAN, label_index, present
 
 
 def mean_iou(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> float:
@@ -111,7 +111,7 @@ class SegmentationTask:
     def default_target(self, output: Any, rows: Sequence[dict[str, Any]]) -> Target:
         """Sum of the predicted class's logits inside its predicted region, per sample."""
         logits = unwrap_output(output)
-        if rows and all(r.get("pred_idx") is not None for r in rows):
+        if rows and all(present(r.get("pred_idx")) for r in rows):
             idx = torch.tensor([int(r["pred_idx"]) for r in rows], device=logits.device)
         else:
             idx = self._pred_class(logits.argmax(1), logits.shape[1])

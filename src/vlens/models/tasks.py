@@ -89,7 +89,7 @@ class ClassificationTask:
         return rows
 
     def default_target(self, output: Any, rows: Sequence[dict[str, Any]]) -> Target:
-        if rows and all(r.get("pred_idx") is not None for r in rows):
+        if rows and all(present(r.get("pred_idx")) for r in rows):
             return ClassTarget([int(r["pred_idx"]) for r in rows])
         logits = unwrap_output(output)
         return ClassTarget(logits.argmax(dim=1).tolist())
@@ -97,6 +97,11 @@ class ClassificationTask:
 
 def is_nan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
+
+
+def present(x: Any) -> bool:
+    """Not None and not NaN (rows read back from Parquet/pandas carry NaN for missing)."""
+    return x is not None and not is_nan(x)
 
 
 @TASKS.register("classification", help="softmax classifier: logits (n, C)")
