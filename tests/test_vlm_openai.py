@@ -45,6 +45,23 @@ def test_request_shape_and_answer():
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
+def test_large_images_downscaled():
+    import base64
+    import io
+
+    with FakeChatServer(default=reply(GOOD)) as srv:
+        vlm = vlm_for(srv, max_image_side=64)
+        vlm.ask([Image.new("RGB", (300, 150), (0, 0, 0)), Image.new("RGB", (20, 30))],
+                "describe")
+    sizes = []
+    for seen in srv.requests:
+        url = seen.body["messages"][1]["content"][1]["image_url"]["url"]
+        im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        sizes.append(im.size)
+        assert im.getextrema() == ((0, 0), (0, 0), (0, 0))  # lossless: black stays black
+    assert sorted(sizes) == [(20, 30), (64, 32)]
+
+
 def test_spec_parsing_and_env(monkeypatch):
     monkeypatch.setenv("VLENS_OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)

@@ -85,10 +85,16 @@ class Budget:
         return self.max_tokens is not None and self.tokens >= self.max_tokens
 
 
-def encode_image(image: Image.Image) -> str:
-    """A `data:image/png;base64,...` URL for `image`."""
+def encode_image(image: Image.Image, max_side: int | None = None) -> str:
+    """A `data:image/png;base64,...` URL for `image`, downscaled to `max_side` if larger.
+
+    PNG (lossless) keeps the black of masked views exactly black."""
+    image = image.convert("RGB")
+    if max_side and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
+    image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -129,6 +135,7 @@ class OpenAICompatVLM:
         temperature: float = 0.0,
         prompt_dir: str | None = None,
         seed: int | None = None,
+        max_image_side: int | None = 1024,
     ) -> None:
         if not model:
             raise ConfigError("openai backend needs a model: openai:<model>[@<base_url>]")
@@ -151,6 +158,7 @@ class OpenAICompatVLM:
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.prompt_dir = prompt_dir
+        self.max_image_side = max_image_side
         self.budget = Budget(max_requests, max_tokens)
         self.stats = {"requests": 0, "retries": 0, "waits": []}
         self._stats_lock = threading.Lock()
@@ -188,9 +196,10 @@ class OpenAICompatVLM:
         image_done = False
         for m in req.messages:
             if m["role"] == "user" and not image_done:
+                url = encode_image(req.image, self.max_image_side)
                 content = [
                     {"type": "text", "text": m["content"]},
-                    {"type": "image_url", "image_url": {"url": encode_image(req.image)}},
+                    {"type": "image_url", "image_url": {"url": url}},
                 ]
                 messages.append({"role": "user", "content": content})
                 image_done = True
