@@ -407,3 +407,21 @@ def test_shipped_demo_model_matches_world_predict(tmp_path):
     rows = predict_batch(a, imgs, samples)
     want = dm.predict(module, meta, np.stack([np.asarray(i) for i in imgs]))
     assert [r["pred_idx"] for r in rows] == [int(v) for v in want]
+
+
+def test_spec_options_in_the_string(tmp_path):
+    (tmp_path / "mynet.py").write_text(FACTORY)
+    (tmp_path / "classes.txt").write_text("x\ny\n\nz\n")
+    save_file(RedNet().state_dict(), str(tmp_path / "w.safetensors"))
+    spec = (f"torch:{tmp_path / 'mynet.py'}:build?classes=p,q,r&input_size=2x3&mean=0,0,0"
+            f"&std=1,1,1&weights={tmp_path / 'w.safetensors'}")
+    a = load_model(spec)
+    assert a.class_names == ["p", "q", "r"] and a.input_size == (2, 3)
+    assert torch.equal(a.forward(torch.ones(1, 3, 2, 3)), torch.tensor([[2.0, 1.0, 1.0]]))
+    b = load_model(f"torch:{tmp_path / 'mynet.py'}:build?classes=@{tmp_path / 'classes.txt'}")
+    assert b.class_names == ["x", "y", "z"]
+    assert load_model(spec, class_names=["k", "l", "m"]).class_names == ["k", "l", "m"]
+    with pytest.raises(ConfigError, match="unknown model spec option 'colour'"):
+        load_model(f"torch:{tmp_path / 'mynet.py'}:build?colour=red")
+    with pytest.raises(ConfigError, match="bad option"):
+        load_model(f"torch:{tmp_path / 'mynet.py'}:build?input_size=big")
