@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from report_fixtures import IMG_ONERROR, JS_URL, SCRIPT, make_run
 from vlens.errors import StoreError
-from vlens.report import build_report, export_csv, export_fiftyone, load_run, plots
+from vlens.report import build_report, export_csv, export_fiftyone, load_run_data, plots
 from vlens.report.safety import safe_report_url, script_json
 
 
@@ -174,32 +174,32 @@ def test_xai_matrix_computed_when_findings_missing(tmp_path):
 
 def test_predictions_only_run(tmp_path):
     fx = make_run(tmp_path, n=20, omit=("samples", "vlm", "saliency", "findings"))
-    run = load_run(fx.run_dir)
+    run = load_run_data(fx.run_dir)
     assert list(run.samples["id"]) == fx.ids
     assert "Per class" in build_report(fx.run_dir).read_text(encoding="utf-8")
 
 
 def test_bad_run_dirs(tmp_path):
     with pytest.raises(StoreError, match="run directory not found"):
-        load_run(tmp_path / "nope")
+        load_run_data(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreError, match="neither samples.parquet nor predictions.parquet"):
-        load_run(tmp_path / "empty")
+        load_run_data(tmp_path / "empty")
     fx = make_run(tmp_path / "x", n=12)
     (fx.run_dir / "findings.json").write_text("{not json")
     with pytest.raises(StoreError, match="findings.json is not valid JSON"):
-        load_run(fx.run_dir)
+        load_run_data(fx.run_dir)
     (fx.run_dir / "findings.json").write_text("[1, 2]")
     with pytest.raises(StoreError, match="must hold a JSON object"):
-        load_run(fx.run_dir)
+        load_run_data(fx.run_dir)
     (fx.run_dir / "vlm.parquet").write_bytes(b"PAR1garbage")
     (fx.run_dir / "findings.json").write_text("{}")
     with pytest.raises(StoreError, match="cannot read vlm.parquet"):
-        load_run(fx.run_dir)
+        load_run_data(fx.run_dir)
 
 
 def test_focus_histogram_values(fx):
-    run = load_run(fx.run_dir)
+    run = load_run_data(fx.run_dir)
     ch = plots.focus_histogram(run.samples)
     f = fx.tables["vlm"]["focus_score"].to_numpy(float)
     c = fx.tables["predictions"]["correct"].to_numpy(bool)
@@ -212,7 +212,7 @@ def test_focus_histogram_values(fx):
 
 
 def test_reliability_ece(fx):
-    run = load_run(fx.run_dir)
+    run = load_run_data(fx.run_dir)
     ch = plots.reliability(run.samples)
     p = fx.tables["predictions"]["confidence"].to_numpy(float)
     c = fx.tables["predictions"]["correct"].to_numpy(float)
@@ -223,13 +223,13 @@ def test_reliability_ece(fx):
 
 
 def test_lift_rows_from_findings(fx):
-    rows, title = plots.lift_rows(load_run(fx.run_dir))
+    rows, title = plots.lift_rows(load_run_data(fx.run_dir))
     assert title == "Concept lift in findings"
     assert rows[0] == ("water → star", fx.findings["findings"][0]["stats"]["lift"])
 
 
 def test_error_lift_rows(fx):
-    rows = dict(plots.error_lift_rows(load_run(fx.run_dir)))
+    rows = dict(plots.error_lift_rows(load_run_data(fx.run_dir)))
     wrong = ~fx.tables["predictions"]["correct"].to_numpy(bool)
     m = fx.tables["concepts"]["water"].to_numpy() >= 0.5
     assert rows["water"] == pytest.approx(wrong[m].mean() / wrong.mean())

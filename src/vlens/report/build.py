@@ -22,7 +22,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from vlens.report import plots
-from vlens.report.load import RunData, load_run, xai_cells
+from vlens.report.load import RunData, load_run_data, xai_cells
 from vlens.report.safety import PathRefused, resolve_inside, safe_report_url, script_json
 
 PKG = Path(__file__).parent
@@ -329,7 +329,7 @@ def _per_class(run: RunData, xm: dict, col: _Collector) -> list[dict]:
 
 def build_report(run_dir: str | Path) -> Path:
     """(Re)build RUN/report/index.html from the run's tables and findings; return its path."""
-    run = load_run(run_dir)
+    run = load_run_data(run_dir)
     out = Path(run_dir) / "report"
     img_dir = out / "img"
     if img_dir.exists():

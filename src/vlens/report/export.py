@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlens.report.load import load_run
+from vlens.report.load import load_run_data
 
 # Columns first in the CSV, when present; every other scalar column follows.
 CSV_FIRST = ["id", "uri", "label", "pred", "correct", "confidence", "loss", "focus_score",
@@ -36,7 +36,7 @@ def _csv_safe(v: object) -> object:
 
 def export_csv(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write one row per sample (tables merged, list columns joined) to RUN/results.csv."""
-    run = load_run(run_dir)
+    run = load_run_data(run_dir)
     df = run.samples.copy()
     for c in ("distractors", "topk_labels"):
         if c in df:
@@ -74,7 +74,7 @@ def export_fiftyone(run_dir: str | Path, out: str | Path | None = None) -> Path:
     labels (`_cls`), so `fo.Dataset.from_dict` / `Sample.from_dict` can read each entry.
     Written without importing fiftyone (not a dependency).
     """
-    run = load_run(run_dir)
+    run = load_run_data(run_dir)
     df = run.samples
     samples = []
     for rec in df.to_dict("records"):

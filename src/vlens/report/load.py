@@ -79,8 +79,12 @@ def load_findings(run_dir: Path) -> dict:
     return data
 
 
-def load_run(run_dir: str | Path) -> RunData:
-    """Load and merge the tables of `run_dir` (see docs/run-format.md)."""
+def load_run_data(run_dir: str | Path) -> RunData:
+    """Load and merge the tables of `run_dir` (see docs/run-format.md) for the report.
+
+    Unlike `vlens.load_run` (one DataFrame per table, as stored), this joins the per-sample
+    tables into one row per sample and tolerates missing tables and columns.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise StoreError(f"run directory not found: {run_dir}")
