@@ -66,9 +66,12 @@ def configs() -> None:
 def train_demo(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for demo.safetensors + demo.json."),
     config: str = typer.Option("demo_train", help="Training world config."),
-    n: int = typer.Option(6000, "-n", "--n", help="Training images (generated in memory)."),
-    epochs: int = typer.Option(4, help="Training epochs."),
+    n: int = typer.Option(4000, "-n", "--n", help="Training images (generated in memory)."),
+    epochs: int = typer.Option(8, help="Training epochs."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
     seed: int = typer.Option(0, help="Seed for data and initialisation."),
+    threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy machine)."),
 ) -> None:
     """Train the small demo CNN on a biased world (reproduces the shipped weights).
 
@@ -77,7 +80,17 @@ def train_demo(
     from vlens.world.demo_model import train_demo_model
 
     t0 = time.perf_counter()
-    path = train_demo_model(config, n=n, epochs=epochs, seed=seed, out_dir=out, log=console.print)
+    path = train_demo_model(
+        config,
+        n=n,
+        epochs=epochs,
+        seed=seed,
+        out_dir=out,
+        batch_size=batch_size,
+        lr=lr,
+        threads=threads,
+        log=console.print,
+    )
     console.print(f"saved {path} in {time.perf_counter() - t0:.0f}s")
 
 

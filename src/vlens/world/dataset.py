@@ -61,11 +61,13 @@ def make_dataset(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK,
 ) -> Path:
     """Generate `n` items into `out_dir`; returns the manifest path.
 
     Also writes ``world.yaml`` (the config, seed and n) so the planted truth travels with
-    the data. `progress(k)` is called with the number of items finished in each chunk.
+    the data. `progress(k)` is called with the number of items finished in each chunk of
+    `chunk_size` items (the unit of work handed to a worker process).
     """
     cfg = WorldConfig.load(config)
     if n < 0:
@@ -74,7 +76,7 @@ def make_dataset(
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else max(1, int(workers))
-    chunks = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+    chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, max(1, chunk_size))]
     cfg_dict = cfg.model_dump(mode="json", by_alias=True)
     results: list[list[dict]] = [[] for _ in chunks]
     if workers == 1 or len(chunks) <= 1:

@@ -29,7 +29,7 @@ META = "demo.json"
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 DEFAULT_ARCH: dict[str, Any] = {
-    "channels": [16, 32, 64, 64],
+    "channels": [8, 16, 32, 64],
     "stem_stride": 2,
     "num_classes": 6,
     "in_channels": 3,
@@ -37,7 +37,7 @@ DEFAULT_ARCH: dict[str, Any] = {
 
 
 class DemoCNN(nn.Module):
-    """Conv-BN-ReLU-pool blocks, global average pooling and a linear head.
+    """Conv-BN-ReLU-pool blocks, global max pooling and a linear head.
 
     `config`: ``channels`` (one entry per block), ``stem_stride`` (stride of the first conv:
     2 halves the cost on CPU), ``num_classes``, ``in_channels``.
@@ -67,7 +67,9 @@ class DemoCNN(nn.Module):
             blocks.append(nn.Sequential(*layers))
         self.stem = nn.Sequential(*blocks[:-1])
         self.features = blocks[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        # max pooling: the object covers a small part of the image, an average would be
+        # dominated by the background texture
+        self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(chans[-1], self.config["num_classes"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,25 +92,51 @@ def _generate_arrays(cfg: WorldConfig, n: int, seed: int) -> tuple[np.ndarray, l
 
 def train_demo_model(
     train_config: WorldConfig | str = "demo_train",
-    n: int = 6000,
-    epochs: int = 4,
+    n: int = 4000,
+    epochs: int = 8,
     seed: int = 0,
     out_dir: str | Path | None = None,
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     lr: float = 3e-3,
     arch: dict[str, Any] | None = None,
     eval_n: int = 3000,
     eval_seed: int = 1,
+    threads: int | None = 1,
     log: Callable[[str], None] | None = None,
 ) -> Path | tuple[nn.Module, dict[str, Any]]:
     """Train `DemoCNN` on `n` images of `train_config` (labels as recorded, noise included).
 
     With `out_dir` the weights + meta are written there and the weights path is returned;
     without it, ``(model, meta)``. The meta records per-group accuracies on the paired test
-    config (`eval_n` images, seed `eval_seed`).
+    config (`eval_n` images, seed `eval_seed`). `threads` caps torch's threads while
+    training (1 is fastest on a busy machine; None leaves torch's setting alone).
     """
     log = log or (lambda s: None)
+    prev_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(
+            train_config, n, epochs, seed, out_dir, batch_size, lr, arch, eval_n, eval_seed, log
+        )
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(
+    train_config: WorldConfig | str,
+    n: int,
+    epochs: int,
+    seed: int,
+    out_dir: str | Path | None,
+    batch_size: int,
+    lr: float,
+    arch: dict[str, Any] | None,
+    eval_n: int,
+    eval_seed: int,
+    log: Callable[[str], None],
+) -> Path | tuple[nn.Module, dict[str, Any]]:
     cfg = WorldConfig.load(train_config)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -126,7 +154,7 @@ def train_demo_model(
         "train": {"n": n, "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr},
         "train_command": (
             f"vlens world train-demo --out DIR --config {cfg.name} -n {n} "
-            f"--epochs {epochs} --seed {seed}"
+            f"--epochs {epochs} --batch-size {batch_size} --lr {lr} --seed {seed}"
         ),
     }
     x = to_tensor(images, meta)
@@ -187,7 +215,7 @@ def load_demo_model(path: str | Path | None = None) -> tuple[nn.Module, dict[str
     model = DemoCNN(meta["arch"])
     try:
         model.load_state_dict(load_file(str(wpath)))
-    except (RuntimeError, OSError) as e:
+    except Exception as e:  # safetensors raises its own error type for corrupt files
         raise ModelError(f"cannot load demo weights {wpath}: {e}") from None
     return model.eval(), meta
 
