@@ -26,8 +26,13 @@ WORDS = ["<pad>", "<unk>", "<s>", "</s>", "[CLS]", "[SEP]", "<image>", *_PLAIN_W
 TOL = 1e-5  # batched vs single embeddings / scores (float32 on CPU)
 
 
-def tiny_tokenizer() -> tf.PreTrainedTokenizerFast:
+def tiny_tokenizer(bos_eos: bool = False) -> tf.PreTrainedTokenizerFast:
+    """Word-level tokenizer; `bos_eos` wraps texts in <s> ... </s> like CLIP's tokenizer
+    (CLIP/SigLIP text towers pool at the end-of-text token)."""
     t = tk.Tokenizer(tk.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    if bos_eos:
+        t.post_processor = tk.processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
     t.normalizer = tk.normalizers.Sequence([tk.normalizers.Lowercase(),
                                             tk.normalizers.Replace(".", " . ")])
     t.pre_tokenizer = tk.pre_tokenizers.WhitespaceSplit()
@@ -51,7 +56,7 @@ CHAT_TEMPLATE = (
 
 def build(kind: str, path, seed: int = 0) -> str:
     torch.manual_seed(seed)
-    tok = tiny_tokenizer()
+    tok = tiny_tokenizer(bos_eos=kind in ("clip", "siglip", "siglip2"))
     if kind == "clip":
         m = tf.CLIPModel(tf.CLIPConfig(text_config=dict(TEXT, eos_token_id=3, bos_token_id=2,
                                                          pad_token_id=0),
@@ -151,6 +156,9 @@ def test_clip_softmax_calibration_matches_model(clip):
     """CLIP scores = softmax(exp(logit_scale) * cos) over the prompt-ensembled concepts."""
     s = clip.score(images(2), CONCEPTS)
     np.testing.assert_allclose(s.sum(1), 1, atol=1e-5)
+    assert s.std(axis=1).min() > 1e-4  # concepts are told apart (text pooled at </s>)
+    ids = clip.processor.tokenizer(["a cat"])["input_ids"][0]
+    assert ids == [2, WORDS.index("a"), WORDS.index("cat"), 3]
     img = clip.embed_images(images(2))
     txt = clip.concept_embeddings(CONCEPTS)
     scale = float(clip.model.logit_scale.detach().exp())
@@ -317,3 +325,28 @@ def test_loads_from_hub_cache_offline(tmp_path):
     assert vlm.embed_images(images(1)).shape == (1, 8)
     with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
         create_vlm("hf:tiny-org/tiny-clip@deadbeef", cache_dir=tmp_path)
+
+
+def test_judge_and_ground_with_hf_clip(clip):
+    """The contrastive judge rule runs on a real CLIP backend: a fully black view scores 0,
+    visible views get a score in [0, 5] equal to the rule applied to the backend's scores."""
+    from vlens.vlm.judge import ContrastiveRule, ground, judge
+
+    rule = ContrastiveRule(background=("grass", "water"))
+    black = Image.new("RGB", (40, 40))
+    views = [black]
+    for im in images(2):  # the attended quarter (20x20 of 40x40) is visible, the rest black
+        v = black.copy()
+        v.paste(im.crop((0, 0, 20, 20)), (10, 10))
+        views.append(v)
+    rows = judge(clip, views, ["cat", "dog", "cat"], ["cat", "dog"], ["red", "sky"], rule=rule)
+    assert rows[0]["focus_score"] == 0.0 and rows[0]["object_visible"] == "none"
+    for i, pred in ((1, "dog"), (2, "cat")):
+        other = "cat" if pred == "dog" else "dog"
+        s = clip.score([views[i]], [pred, other, "grass", "water"])[0]
+        assert rows[i]["focus_score"] == round(5 * float(s[0] / s.max()), 2)  # area 25%: g=1
+        assert "visible area 25%" in rows[i]["justification"]
+    assert all(r["judge_backend"] == clip.name and r["status"] == "ok" for r in rows)
+    assert rows[2]["description"].startswith("shows: ")
+    g = ground(clip, views, ["red", "sky"])
+    np.testing.assert_allclose(g, clip.score(views, ["red", "sky"]), atol=1e-6)
