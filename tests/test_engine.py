@@ -156,6 +156,25 @@ def test_engine_streams_with_bounded_lookahead(tmp_path):
     assert stage.calls == [64] * 15 + [40]
 
 
+def test_sink_compacts_parts_periodically(tmp_path):
+    store = RunStore(tmp_path)
+    sink = TableSink(store, "t", derived={"d": lambda items, rows: [
+        {"id": it["id"], "x": it["x"]} for it in items]}, compact_every=4)
+    items = [{"id": f"{i:03d}", "x": i} for i in range(50)]
+    seen_parts = []
+
+    class Spy(Doubler):
+        def __call__(self, batch):
+            seen_parts.append(len(list(store.parts_dir("t").glob("part-*.parquet")))
+                              if store.parts_dir("t").exists() else 0)
+            return super().__call__(batch)
+
+    LocalEngine().run(Spy(), items, sink, batch_size=3, progress=False)
+    assert max(seen_parts) <= 3 and len(seen_parts) == 17
+    assert store.read_table("t")["y"].tolist() == [2 * i for i in range(50)]
+    assert store.read_table("d")["x"].tolist() == list(range(50))
+
+
 def test_stage_contract_violations_raise(tmp_path):
     class Short(Doubler):
         def __call__(self, batch):

@@ -65,8 +65,11 @@ class TableSink:
     done, so a kill between the two only re-does that batch (finalize dedups by id).
     """
 
-    def __init__(self, store: RunStore, table: str, derived: dict[str, Derive] | None = None):
+    def __init__(self, store: RunStore, table: str, derived: dict[str, Derive] | None = None,
+                 compact_every: int = 256):
         self.store, self.table, self.derived = store, table, dict(derived or {})
+        self.compact_every = compact_every  # parts per table before an intermediate compaction
+        self._writes = 0
 
     def done_ids(self) -> set[str]:
         return self.store.ids(self.table)
@@ -75,6 +78,11 @@ class TableSink:
         for name, fn in self.derived.items():
             self.store.append(name, pd.DataFrame(fn(items, rows)))
         self.store.append(self.table, pd.DataFrame(rows))
+        self._writes += 1
+        if self.compact_every and self._writes % self.compact_every == 0:
+            # keep the part count (and so resume scans and the final compaction) bounded
+            for name in [*self.derived, self.table]:
+                self.store.finalize(name, sort_by=None)
 
     def close(self) -> None:
         for name in [*self.derived, self.table]:
