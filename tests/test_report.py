@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from report_fixtures import IMG_ONERROR, JS_URL, SCRIPT, make_run
@@ -293,3 +295,33 @@ def test_report_on_real_analysis_output(tmp_path):
         m = re.search(rf'data-cell="{name}">\s*<span class="cn">(\d+)</span>', html)
         assert m and int(m.group(1)) == cell["count"]
     assert all(set(c["img"]) == {"o", "ov", "m"} for c in data["cards"].values())
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False)
+    | st.text(max_size=12) | st.sampled_from(["img_000001", "f001", "<zz>", JS_URL]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["id", "title", "score", "stats", "evidence", "sample_ids", "numbers",
+                         "cells", "count", "concepts", "finding_ids", "text", "class",
+                         "confirmed", "confirmation", "name", "per_class", "threshold"]),
+        inner, max_size=5),
+    max_leaves=25)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["run", "xai_matrix", "findings", "slices",
+                                        "confusion_pairs", "label_error_candidates",
+                                        "utility_k", "narrative"]), _json, max_size=8))
+def test_malformed_findings_never_crash(tiny_run, fj):
+    (tiny_run / "findings.json").write_text(json.dumps(fj))
+    html = build_report(tiny_run).read_text(encoding="utf-8")
+    assert html.rstrip().endswith("</html>")
+    assert "<zz>" not in html and 'href="javascript' not in html  # data stays text
+    _data(html)  # the JSON block still parses
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("t"), n=12, seed=9).run_dir

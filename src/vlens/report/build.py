@@ -101,7 +101,7 @@ class _Collector:
 
     def group(self, title: str, ids: list, cap: int = GALLERY_CAP) -> dict:
         """Register a gallery of sample ids (unknown ids are counted, not shown)."""
-        ids = [str(s) for s in (ids or [])]
+        ids = [str(s) for s in ids] if isinstance(ids, list) else []
         rows = [self.row_of[s] for s in ids if s in self.row_of]
         keys = [self.key(r) for r in rows[:cap]]
         g = {"key": f"g{len(self.groups)}", "title": str(title), "ids": keys,
@@ -238,6 +238,16 @@ def _facts(f: dict, limit: int = 9) -> list[tuple[str, object]]:
     return out[:limit]
 
 
+def _plain_list(obj: object) -> list:
+    return obj if isinstance(obj, list) else []
+
+
+def _pairs(obj: object) -> list[tuple[str, object]]:
+    """[[concept, weight], ...] from findings.json; anything else is dropped."""
+    return [(str(p[0]), p[1]) for p in _plain_list(obj)
+            if isinstance(p, list | tuple) and len(p) == 2]
+
+
 def _list(obj: object) -> list:
     return [x for x in obj if isinstance(x, dict)] if isinstance(obj, list) else []
 
@@ -262,8 +272,9 @@ def build_context(run: RunData, img_dir: Path) -> dict:
     narrative = []
     for s in _list(fjson.get("narrative")):
         links = [(str(fid), safe_report_url("#" + anchors[str(fid)]))
-                 for fid in (s.get("finding_ids") or []) if str(fid) in anchors]
-        unknown = [str(fid) for fid in (s.get("finding_ids") or []) if str(fid) not in anchors]
+                 for fid in _plain_list(s.get("finding_ids")) if str(fid) in anchors]
+        unknown = [str(fid) for fid in _plain_list(s.get("finding_ids"))
+                   if str(fid) not in anchors]
         narrative.append({"text": str(s.get("text", "")), "links": links, "unknown": unknown})
     xm = xai_cells(run)
     cells = []
@@ -276,10 +287,12 @@ def build_context(run: RunData, img_dir: Path) -> dict:
     slices = []
     for s in _list(fjson.get("slices")):
         s["_group"] = col.group(f"Slice: {s.get('name', '')}", s.get("sample_ids"))
+        s["concepts"] = _pairs(s.get("concepts"))
         slices.append(s)
     pairs = []
     for p in _list(fjson.get("confusion_pairs")):
         p["_group"] = col.group(f"{p.get('true')} → {p.get('pred')}", p.get("sample_ids"))
+        p["concepts"] = _pairs(p.get("concepts"))
         pairs.append(p)
     lec = _list(fjson.get("label_error_candidates"))
     lec_group = col.group("Label-error candidates", [c.get("id") for c in lec])
@@ -305,7 +318,8 @@ def _per_class(run: RunData, xm: dict, col: _Collector) -> list[dict]:
     if "label" not in df:
         return []
     out = []
-    pcx = (xm or {}).get("per_class") or {}
+    pcx = (xm or {}).get("per_class")
+    pcx = pcx if isinstance(pcx, dict) else {}
     for i, cls in enumerate(run.classes):
         m = (df["label"] == cls).to_numpy(bool)
         n = int(m.sum())
