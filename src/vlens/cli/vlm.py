@@ -97,8 +97,11 @@ def check(
         console.print("score: skipped (backend is not contrastive)")
 
     if ask and GENERATIVE in backend.capabilities:
+        from vlens.vlm.prompting import load_prompt
+
+        loaded = load_prompt(prompt, getattr(backend, "prompt_dir", None))
         t = time.perf_counter()
-        results = backend.ask(ims, prompt, [{} for _ in ims])
+        results = backend.ask(ims, loaded, [{} for _ in ims])
         dt = time.perf_counter() - t
         console.print(f"[bold]ask[/] {prompt!r} ({dt:.2f}s, {len(ims) / max(dt, 1e-9):.2f} "
                       "images/s)")

@@ -37,6 +37,7 @@ from PIL import Image
 from vlens.errors import ConfigError
 from vlens.vlm.base import CONTRASTIVE, GENERATIVE, VLM, require
 from vlens.vlm.concepts import BACKGROUND_CONCEPTS, _dedupe
+from vlens.vlm.prompting import Prompt, load_prompt
 
 JUDGE_FIELDS = ("description", "justification", "focus_score", "object_visible", "distractors")
 
@@ -77,6 +78,13 @@ def _error_row(backend: str, error: str, raw: str = "", method: str = "") -> dic
 def _fmt(names: Sequence[str], scores: np.ndarray, k: int) -> str:
     order = np.argsort(-scores, kind="stable")[:k]
     return ", ".join(f"{names[j]} {scores[j]:.2f}" for j in order)
+
+
+def _prompt(vlm: VLM, prompt: Any) -> Prompt:
+    """A loaded `Prompt` (from the backend's own prompt_dir when it has one), so every backend,
+    including third-party ones, gets the schema object rather than a bare name."""
+    return load_prompt(prompt, getattr(vlm, "prompt_dir", None)) if isinstance(prompt, str) \
+        else prompt
 
 
 def _check(views: Sequence[Image.Image], predicted: Sequence[str]) -> None:
@@ -145,7 +153,7 @@ def judge_generative(
     _check(masked_views, predicted)
     variables = [{"predicted_class": p, "class_names": list(class_names)} for p in predicted]
     rows = []
-    for r in vlm.ask(list(masked_views), prompt, variables):
+    for r in vlm.ask(list(masked_views), _prompt(vlm, prompt), variables):
         if r.ok:
             row = {k: r.answer[k] for k in JUDGE_FIELDS}
             row["focus_score"] = float(row["focus_score"])
@@ -202,7 +210,7 @@ def ground(
         return np.asarray(vlm.score(list(images), vocabulary), dtype=np.float32)
     require(vlm, GENERATIVE)
     out = np.full((n, m), np.nan, np.float32)
-    answers = vlm.ask(list(images), prompt, [{"concepts": vocabulary}] * n)
+    answers = vlm.ask(list(images), _prompt(vlm, prompt), [{"concepts": vocabulary}] * n)
     lower = {c.lower(): j for j, c in enumerate(vocabulary)}
     for i, r in enumerate(answers):
         if not r.ok:
@@ -243,7 +251,8 @@ def guess_prediction(
     if mode != "generative":
         raise ConfigError(f"mode must be auto, contrastive or generative, not {mode!r}")
     require(vlm, GENERATIVE)
-    answers = vlm.ask(list(views), prompt, [{"choices": list(ch)} for ch in choices])
+    answers = vlm.ask(list(views), _prompt(vlm, prompt),
+                      [{"choices": list(ch)} for ch in choices])
     for r, ch in zip(answers, choices, strict=True):
         if not r.ok:
             rows.append({"guess": None, "reason": None, "status": "error",
