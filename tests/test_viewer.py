@@ -195,3 +195,15 @@ def test_serve_prints_binding(fx, monkeypatch, capsys):
 
     with pytest.raises(ConfigError, match="port must be"):
         serve(fx.run_dir, port=0)
+
+
+def test_malformed_findings_still_serve(tmp_path):
+    fx = make_run(tmp_path, n=12, seed=4)
+    (fx.run_dir / "findings.json").write_text(
+        '{"run": [1], "slices": {"a": 1}, "findings": "abc", "confusion_pairs": [1, {"x": 2}],'
+        ' "xai_matrix": {"cells": {"correct_high": {"sample_ids": "img_000001"}, "x": 3}}}')
+    c = TestClient(create_app(fx.run_dir))
+    m = c.get("/api/meta").json()
+    assert m["name"] == "run"
+    assert m["groups"] == [["x0", "XAI cell: correct_high", 0], ["p1", "confusion: None → None", 0]]
+    assert c.get("/api/samples").json()["total"] == 12

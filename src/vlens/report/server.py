@@ -89,10 +89,15 @@ class ViewerIndex:
             names.append([key, title, int(m.sum())])
 
         fj = run.findings
-        for s in fj.get("slices") or []:
+
+        def items(key: str) -> list:
+            v = fj.get(key)
+            return v if isinstance(v, list) else []
+
+        for s in items("slices"):
             if isinstance(s, dict):
                 add("s", f"slice: {s.get('name', '')}", s.get("sample_ids"))
-        for f in fj.get("findings") or []:
+        for f in items("findings"):
             if isinstance(f, dict):
                 ev = f.get("evidence") if isinstance(f.get("evidence"), dict) else {}
                 add("f", f"finding {f.get('id', '')}: {f.get('title', '')}",
@@ -100,7 +105,7 @@ class ViewerIndex:
         for name, cell in ((xai_cells(run) or {}).get("cells") or {}).items():
             if isinstance(cell, dict):
                 add("x", f"XAI cell: {name}", cell.get("sample_ids"))
-        for p in fj.get("confusion_pairs") or []:
+        for p in items("confusion_pairs"):
             if isinstance(p, dict):
                 add("p", f"confusion: {p.get('true')} → {p.get('pred')}", p.get("sample_ids"))
         return groups, names
@@ -175,11 +180,12 @@ class ViewerIndex:
         return c
 
     def meta(self) -> dict:
+        info = self.run.findings.get("run")
+        name = info.get("name") if isinstance(info, dict) else None
         return {"n": self.n, "classes": self.classes, "concepts": self.concepts,
                 "sort": sorted(self.scores), "groups": self.group_names,
                 "has_status": self.status is not None,
-                "name": str((self.run.findings.get("run") or {}).get("name")
-                            or self.run.run_dir.name)}
+                "name": str(name or self.run.run_dir.resolve().name)}
 
     def image_path(self, r: int, kind: str) -> Path:
         """The file for image `kind` of row `r`, or PathRefused."""
