@@ -113,6 +113,9 @@ def test_limit_and_partial_then_full(tmp_path, world):
     assert (r.stats.skipped, r.stats.computed, r.n) == (10, 33, 43)
     with pytest.raises(ConfigError):
         run_predict(ColourAdapter(), world, tmp_path / "run", limit=-1, progress=False)
+    with pytest.raises(ConfigError, match="unknown engine 'spark'; known: local, ray"):
+        run_predict(ColourAdapter(), world, tmp_path / "new", engine="spark", progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 class Doubler:

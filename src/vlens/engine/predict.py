@@ -207,6 +207,7 @@ def run_predict(
     """
     if limit is not None and limit < 0:
         raise ConfigError("--limit must be >= 0")
+    eng = ENGINES.create(engine, **dict(engine_options or {}))  # bad names fail before any write
     store = RunStore(out)
     class_names = list(getattr(source, "class_names", None) or adapter.class_names)
     stage = PredictStage(adapter, class_names, loader=loader)
@@ -231,7 +232,6 @@ def run_predict(
     if n_total is not None and limit is not None:
         n_total = min(n_total, limit)
     sink = TableSink(store, "predictions", derived={"samples": samples_rows})
-    eng = ENGINES.create(engine, **dict(engine_options or {}))
     stats = eng.run(
         stage, _items(source, limit), sink, cache=cache, batch_size=batch_size,
         total=n_total, progress=progress,
