@@ -21,6 +21,8 @@ class Sample:
     `boxes` are ``[x0, y0, x1, y1]`` in pixels with `box_labels` beside them (detection);
     `mask_uri` points to a mask image (segmentation / object mask: non-zero = object).
     `metadata` holds any extra columns (e.g. world attributes) and flows into the tables.
+    `error` is set by a source for a sample it must not read (e.g. ``path_outside_root: ...``):
+    the sample stays listed and becomes an error row, so nothing silently vanishes.
     """
 
     id: str
@@ -30,6 +32,7 @@ class Sample:
     box_labels: list[str] | None = None
     mask_uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
 
 @runtime_checkable
