@@ -12,10 +12,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from test_engine_helpers import CLASSES, ColourAdapter, make_images
-from vlens.engine import ENGINES, LocalEngine, RunStore, TableSink
+from vlens.engine import (
+    ENGINES,
+    LocalEngine,
+    RunStore,
+    TableSink,
+    run_stage,
+    samples_items,
+)
 from vlens.engine.cache import Cache
 from vlens.engine.predict import PredictStage, run_predict
-from vlens.errors import ConfigError
+from vlens.errors import ConfigError, StoreError
 from vlens.runs import load_run
 
 
@@ -215,3 +222,43 @@ def test_cli_predict_and_resume(tmp_path, world):
     assert len(run.predictions) == 43 and len(run.samples) == 43
     r = CliRunner().invoke(app, [*args[:-3], "--no-cache", "--out", str(tmp_path / "y")])
     assert r.exit_code == 0 and "cached 0" in r.output, r.output
+
+
+class MetaStage:
+    """A later stage over a predicted run: reads only item fields (no images)."""
+
+    name = "meta"
+    fingerprint = "meta-v1"
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, batch):
+        self.n += len(batch)
+        return [{"id": it["id"], "colour_matches_label": it["metadata"]["colour"] == it["label"],
+                 "hash_prefix": it["content_hash"][:8]} for it in batch]
+
+
+def test_run_stage_over_samples_items(tmp_path, world):
+    run_predict(ColourAdapter(), world, tmp_path / "run", progress=False)
+    items = list(samples_items(tmp_path / "run", chunk=7))
+    assert [it["id"] for it in items] == [f"s{i:05d}" for i in range(40)]  # bad ones skipped
+    assert items[4]["metadata"] == {"colour": "green", "index": 4}
+    assert len(list(samples_items(tmp_path / "run", only_ok=False))) == 43
+    cache = Cache(tmp_path / "cache")
+    st = MetaStage()
+    stats = run_stage(st, samples_items(tmp_path / "run"), tmp_path / "run", "meta",
+                      cache=cache, progress=False)
+    assert (stats.computed, st.n) == (40, 40)
+    t = load_run(tmp_path / "run").table("meta").set_index("id")
+    assert int((~t["colour_matches_label"]).sum()) == 6  # the relabelled every-7th images
+    assert t.loc["s00000", "hash_prefix"] == items[0]["content_hash"][:8]
+    again = run_stage(st, samples_items(tmp_path / "run"), tmp_path / "run", "meta",
+                      cache=cache, progress=False)
+    assert (again.skipped, st.n) == (40, 40)
+    other = MetaStage()
+    other.fingerprint = "meta-v2"
+    with pytest.raises(ConfigError, match="another meta configuration"):
+        run_stage(other, samples_items(tmp_path / "run"), tmp_path / "run", "meta")
+    with pytest.raises(StoreError, match="no samples.parquet"):
+        list(samples_items(tmp_path))
