@@ -94,6 +94,36 @@ def build(kind: str, path, seed: int = 0) -> str:
             size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok,
             patch_size=8, vision_feature_select_strategy="default",
             num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    elif kind == "qwen2vl":  # Qwen2-VL: merged patches, M-RoPE, <|image_pad|> tokens
+        specials = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+        words = WORDS + specials
+        t = tk.Tokenizer(tk.models.WordLevel({w: i for i, w in enumerate(words)},
+                                             unk_token="<unk>"))
+        t.pre_tokenizer = tk.pre_tokenizers.WhitespaceSplit()
+        t.add_special_tokens(specials)
+        t.decoder = tk.decoders.WordPiece(prefix="##")
+        qtok = tf.PreTrainedTokenizerFast(
+            tokenizer_object=t, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+            extra_special_tokens={"image_token": specials[0], "video_token": specials[1]})
+        ids = {w: words.index(w) for w in specials}
+        m = tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(
+            text_config=dict(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                             max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
+                             eos_token_id=3,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                              "mrope_section": [1, 1, 2]}),
+            vision_config=dict(depth=1, embed_dim=16, hidden_size=16, num_heads=2, mlp_ratio=2,
+                               patch_size=8, spatial_merge_size=2, temporal_patch_size=2),
+            image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"]))
+        geometry = dict(patch_size=8, merge_size=2, temporal_patch_size=2)
+        p = tf.Qwen2VLProcessor(
+            image_processor=tf.Qwen2VLImageProcessor(**geometry, min_pixels=1024,
+                                                     max_pixels=1024),
+            video_processor=tf.Qwen2VLVideoProcessor(**geometry), tokenizer=qtok,
+            chat_template=CHAT_TEMPLATE.replace(
+                "<image> ", "<|vision_start|> <|image_pad|> <|vision_end|> "))
     else:
         raise AssertionError(kind)
     m.save_pretrained(path)
@@ -104,7 +134,8 @@ def build(kind: str, path, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
-    return {k: build(k, root / k) for k in ("clip", "siglip", "siglip2", "blip", "llava")}
+    kinds = ("clip", "siglip", "siglip2", "blip", "llava", "qwen2vl")
+    return {k: build(k, root / k) for k in kinds}
 
 
 def images(n: int, size: int = 40) -> list[Image.Image]:
@@ -242,9 +273,10 @@ def test_blip_captioner(dirs):
         vlm.score(ims, ["cat"])
 
 
-@pytest.fixture(scope="module")
-def chat(dirs):
-    return create_vlm(f"hf:{dirs['llava']}", batch_size=4, max_new_tokens=8, max_attempts=2)
+@pytest.fixture(scope="module", params=["llava", "qwen2vl"])
+def chat(dirs, request):
+    return create_vlm(f"hf:{dirs[request.param]}", batch_size=4, max_new_tokens=8,
+                      max_attempts=2)
 
 
 def test_chat_template_batched_generation(chat):
@@ -260,7 +292,7 @@ def test_chat_template_batched_generation(chat):
     singles = [chat.generate([Request(im, msgs, 8)])[0] for im in ims]
     assert [g.text for g in gens] == [g.text for g in singles]
     assert all(g.error is None and g.usage["completion_tokens"] == 8 for g in gens)
-    assert gens[0].usage["prompt_tokens"] > 16  # 16 image tokens + the text
+    assert gens[0].usage["prompt_tokens"] > 4  # image tokens (LLaVA 16, Qwen2-VL 4) + text
 
 
 def test_chat_ask_random_model_gives_error_rows_with_raw(chat):
