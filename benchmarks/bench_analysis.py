@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     sampler.start()
     t0 = time.perf_counter()
     c0 = time.process_time()
-    res = analyze(inp, AnalysisConfig(slices=not args.no_slices, max_ids=200))
+    res = analyze(inp, AnalysisConfig(slices=not args.no_slices, max_ids=200,
+                                        max_label_errors=10**6))
     t_an = time.perf_counter() - t0
     cpu_an = time.process_time() - c0
     sampler.stop = True

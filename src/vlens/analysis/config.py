@@ -49,7 +49,7 @@ class AnalysisConfig:
     # output
     max_ids: int = 50
     max_findings: int = 100
-    chunk: int = 65536
+    chunk: int = 32768
     seed: int = 0
 
     def __post_init__(self) -> None:

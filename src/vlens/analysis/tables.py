@@ -17,7 +17,7 @@ import numpy as np
 from vlens.analysis.stats import otsu_threshold
 from vlens.errors import ConfigError
 
-CHUNK = 65536
+CHUNK = 32768
 
 
 def iter_chunks(n: int, chunk: int = CHUNK):
@@ -124,15 +124,18 @@ def group_sums(keys: np.ndarray, n_groups: int, fn: Callable[[np.ndarray], np.nd
     keep = np.flatnonzero(keys >= 0)
     order = keep[np.argsort(keys[keep], kind="stable")]
     out = np.zeros((n_groups, m), dtype=np.float64)
+    # one float32 buffer reused by every chunk (no large allocation, no page faults, per chunk)
+    buf = np.empty((min(chunk, max(len(order), 1)), m), dtype=np.float32)
     for a, b in iter_chunks(len(order), chunk):
         rows = order[a:b]
         k = keys[rows]
-        x = fn(rows)
+        xf = buf[: len(rows)]
+        np.copyto(xf, fn(rows), casting="unsafe")
         starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
         seg = np.cumsum(np.r_[True, k[1:] != k[:-1]]) - 1
         onehot = np.zeros((len(starts), len(rows)), dtype=np.float32)
         onehot[seg, np.arange(len(rows))] = 1.0
-        out[k[starts]] += onehot @ x.astype(np.float32, copy=False)
+        out[k[starts]] += onehot @ xf
     return np.rint(out).astype(dtype) if np.issubdtype(dtype, np.integer) else out
 
 
