@@ -97,7 +97,8 @@ class VLMStage:
         rows = []
         for j, (it, ans) in enumerate(zip(items, answers, strict=True)):
             row: Row = {"id": it["id"], **{k: ans.get(k) for k in JUDGE_FIELDS}}
-            row["judge_backend"] = ans.get("backend", getattr(self.judge_vlm, "name", ""))
+            row["judge_backend"] = ans.get("judge_backend") or getattr(self.judge_vlm, "name", "")
+            row["judge_method"] = ans.get("judge_method")
             row["raw"] = ans.get("raw")
             row["status"] = ans.get("status", "ok")
             row["error"] = ans.get("error")
