@@ -262,3 +262,30 @@ def test_run_stage_over_samples_items(tmp_path, world):
         run_stage(other, samples_items(tmp_path / "run"), tmp_path / "run", "meta")
     with pytest.raises(StoreError, match="no samples.parquet"):
         list(samples_items(tmp_path))
+
+
+def test_missing_and_flagged_samples_become_error_rows(tmp_path, world, monkeypatch):
+    from vlens.data.base import Sample
+    from vlens.data.paths import ERROR_KEY
+
+    secret = tmp_path / "outside.png"
+    secret.write_bytes(b"not for reading")
+    world.samples[:] = world.samples[:3] + [
+        Sample(id="gone", uri=str(tmp_path / "nope.png"), label="red"),
+        Sample(id="escape", uri=str(secret), label="red",
+               metadata={ERROR_KEY: "path_outside_root: '../outside.png' escapes the root"}),
+    ]
+    opened = []
+    import vlens.engine.base as eb
+
+    real = eb.content_hash
+    monkeypatch.setattr(eb, "content_hash", lambda p: opened.append(p) or real(p))
+    res = run_predict(ColourAdapter(), world, tmp_path / "run", progress=False)
+    p = load_run(tmp_path / "run").predictions.set_index("id")
+    assert p.loc["gone", "error"].startswith("missing: ")
+    assert p.loc["escape", "error"] == "path_outside_root: '../outside.png' escapes the root"
+    assert str(secret) not in opened  # a flagged file is never opened, not even to hash it
+    s = load_run(tmp_path / "run").samples.set_index("id")
+    assert pd.isna(s.loc["gone", "content_hash"]) and pd.isna(s.loc["escape", "content_hash"])
+    assert "meta__error" not in s.columns
+    assert res.summary["error_reasons"] == {"missing": 1, "path_outside_root": 1}
