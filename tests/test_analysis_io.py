@@ -102,6 +102,8 @@ def _write_run(tmp_path, n=2500):
     for name, mat in (("concepts", inp.concepts), ("grounding", inp.grounding)):
         df = pd.DataFrame(mat, columns=inp.concept_names)
         df.insert(0, "id", inp.ids)
+        df["status"] = "ok"
+        df["content_hash"] = "abc"  # non-numeric columns are not concepts
         df.to_parquet(run / f"{name}.parquet")
     pd.DataFrame({"id": inp.ids, "embedding": list(inp.embeddings)}).to_parquet(
         run / "embeddings.parquet")
@@ -113,6 +115,7 @@ def test_from_run_reads_tables(tmp_path):
     got = AnalysisInput.from_run(run)
     assert got.n == inp.n - 1 and got.ids[0] == inp.ids[1]
     assert np.allclose(got.concepts, inp.concepts[1:])
+    assert got.concept_names == inp.concept_names == got.grounding_names
     assert np.allclose(got.embeddings, inp.embeddings[1:])
     assert list(got.meta.columns) == ["meta_slice"]
     assert (np.array(got.classes)[got.label] == np.array(inp.classes)[inp.label[1:]]).all()

@@ -147,7 +147,8 @@ class AnalysisInput:
                                    (grounding, "grounding", "grounding_names")):
             a = align(df, key)
             if a is not None:
-                a = a.drop(columns=[c for c in ("status", "error") if c in a.columns])
+                # concept columns are the numeric ones (status, error, hashes are not)
+                a = a.select_dtypes(include="number")
                 kw[key] = a.to_numpy(dtype=np.float32, na_value=np.nan)
                 kw[names_key] = [str(c) for c in a.columns]
         e = align(embeddings, "embeddings")
