@@ -21,7 +21,7 @@ from vlens.engine import (
     samples_items,
 )
 from vlens.engine.cache import Cache
-from vlens.engine.predict import PredictStage, run_predict
+from vlens.engine.predict import PredictStage, item_to_sample, run_predict, sample_to_item
 from vlens.errors import ConfigError, StoreError
 from vlens.runs import load_run
 
@@ -274,6 +274,8 @@ def test_missing_and_flagged_samples_become_error_rows(tmp_path, world, monkeypa
         Sample(id="gone", uri=str(tmp_path / "nope.png"), label="red"),
         Sample(id="escape", uri=str(secret), label="red",
                metadata={ERROR_KEY: "path_outside_root: '../outside.png' escapes the root"}),
+        Sample(id="escape2", uri=str(secret), label="red",
+               error="path_outside_root: '../outside.png' escapes the root"),
     ]
     opened = []
     import vlens.engine.base as eb
@@ -283,9 +285,11 @@ def test_missing_and_flagged_samples_become_error_rows(tmp_path, world, monkeypa
     res = run_predict(ColourAdapter(), world, tmp_path / "run", progress=False)
     p = load_run(tmp_path / "run").predictions.set_index("id")
     assert p.loc["gone", "error"].startswith("missing: ")
-    assert p.loc["escape", "error"] == "path_outside_root: '../outside.png' escapes the root"
+    for sid in ("escape", "escape2"):
+        assert p.loc[sid, "error"] == "path_outside_root: '../outside.png' escapes the root"
     assert str(secret) not in opened  # a flagged file is never opened, not even to hash it
     s = load_run(tmp_path / "run").samples.set_index("id")
     assert pd.isna(s.loc["gone", "content_hash"]) and pd.isna(s.loc["escape", "content_hash"])
     assert "meta__error" not in s.columns
-    assert res.summary["error_reasons"] == {"missing": 1, "path_outside_root": 1}
+    assert res.summary["error_reasons"] == {"missing": 1, "path_outside_root": 2}
+    assert item_to_sample(sample_to_item(world.samples[-1])).error.startswith("path_outside")

@@ -55,6 +55,7 @@ def item_to_sample(item: Mapping[str, Any]) -> Sample:
         box_labels=item.get("box_labels"),
         mask_uri=item.get("mask_uri"),
         metadata=dict(item.get("metadata") or {}),
+        error=item.get("source_error"),
     )
 
 
@@ -143,11 +144,11 @@ class PredictStage:
 
     def _load(self, item: Mapping[str, Any]) -> Any:
         """Decode one image (`load_sample_image` honours the source's flags); ImageError out."""
-        if self.loader is None:
-            return load_sample_image(item_to_sample(item))
         if item.get("source_error"):
             reason, _, detail = str(item["source_error"]).partition(": ")
             raise ImageError(reason, detail)
+        if self.loader is None:
+            return load_sample_image(item_to_sample(item))
         return self.loader(item["uri"])
 
     def _predict(self, images: list[Any], samples: list[Sample]) -> list[Row]:
