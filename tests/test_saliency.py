@@ -284,3 +284,15 @@ def test_demo_cnn_target_layer_is_its_last_block() -> None:
     assert auto_target_layer(net) == "features"
     maps = get_explainer("gradcam").explain(Adapter(net), torch.rand(2, 3, 64, 64), class0)
     assert maps.shape == (2, 64, 64)
+
+
+def test_smoothgrad_is_reproducible_and_seeded() -> None:
+    model = Adapter(DownNet())
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    a = get_explainer("smoothgrad", n_samples=3, seed=1).explain(model, x, class0)
+    b = get_explainer("smoothgrad", n_samples=3, seed=1).explain(model, x, class0)
+    c = get_explainer("smoothgrad", n_samples=3, seed=2).explain(model, x, class0)
+    chunked = get_explainer("smoothgrad", n_samples=3, seed=1, batch_size=2)
+    d = chunked.explain(model, x, class0)  # one noisy copy of the batch per forward
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert d.shape == (2, 16, 16) and d.min() >= 0 and d.max() == 1

@@ -80,15 +80,21 @@ class IntegratedGradientsExplainer:
 @EXPLAINERS.register("smoothgrad", help="SmoothGrad (Captum NoiseTunnel over gradients)")
 class SmoothGradExplainer:
     """Parameters: `n_samples` noisy copies, `noise_level` noise std as a fraction of the
-    batch's value range (paper: 0.1-0.2), `seed` for reproducible noise."""
+    batch's value range (paper: 0.1-0.2), `seed` for reproducible noise, `batch_size` rows
+    per forward (at least one noisy copy of the whole batch)."""
 
     name = "smoothgrad"
     needs_gradients = True
 
-    def __init__(self, n_samples: int = 16, noise_level: float = 0.15, seed: int = 0) -> None:
-        if n_samples < 1 or noise_level < 0:
-            raise ConfigError("smoothgrad: n_samples must be >= 1 and noise_level >= 0")
+    def __init__(
+        self, n_samples: int = 16, noise_level: float = 0.15, seed: int = 0, batch_size: int = 64
+    ) -> None:
+        if n_samples < 1 or noise_level < 0 or batch_size < 1:
+            raise ConfigError(
+                "smoothgrad: n_samples and batch_size must be >= 1 and noise_level >= 0"
+            )
         self.n_samples, self.noise_level, self.seed = n_samples, noise_level, seed
+        self.batch_size = batch_size
 
     def explain(self, model: ModelAdapter, x: torch.Tensor, target: Target) -> torch.Tensor:
         require_module(model, self.name)
@@ -104,6 +110,7 @@ class SmoothGradExplainer:
                 nt_type="smoothgrad",
                 nt_samples=self.n_samples,
                 stdevs=sigma,
+                nt_samples_batch_size=max(1, self.batch_size // n),
                 additional_forward_args=(idx,),
             )
         return _reduce(attr)
