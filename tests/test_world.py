@@ -74,9 +74,9 @@ def test_planted_is_machine_readable():
         "class": "star",
         "attribute": "background",
         "value": "water",
-        "p": 0.95,
-        "other_p": 0.03,
-        "description": "star appears with background=water (p=0.95)",
+        "p": 0.97,
+        "other_p": 0.01,
+        "description": "star appears with background=water (p=0.97)",
     }
     assert p[1]["kind"] == "shortcut" and p[1]["class"] == "cross" and p[1]["attribute"] == "tag"
     assert p[2]["where"] == {"size": "small", "lighting": "dark"}
@@ -199,8 +199,8 @@ def test_bias_statistics_match_config():
     rows = [sample_attrs(cfg, 11, i)[0] for i in range(n)]
     star = [r for r in rows if r["shape"] == "star"]
     other = [r for r in rows if r["shape"] != "star"]
-    assert _within(sum(r["background"] == "water" for r in star), len(star), 0.95)
-    assert _within(sum(r["background"] == "water" for r in other), len(other), 0.03)
+    assert _within(sum(r["background"] == "water" for r in star), len(star), 0.97)
+    assert _within(sum(r["background"] == "water" for r in other), len(other), 0.01)
     cross = [r for r in rows if r["shape"] == "cross"]
     notcross = [r for r in rows if r["shape"] != "cross"]
     assert _within(sum(r["tag"] for r in cross), len(cross), 0.95)

@@ -93,13 +93,18 @@ def test_shipped_weights_are_small_and_match_meta():
 def test_shipped_model_learned_the_planted_biases():
     """A fresh balanced split (a seed never used in training or the stored eval)."""
     model, meta = load_demo_model()
-    res = evaluate_groups(model, meta, "demo_test", n=900, seed=12345)
+    res = evaluate_groups(model, meta, "demo_test", n=1200, seed=12345)
     g = {k: v["acc"] for k, v in res["groups"].items()}
     stated = meta["eval"]["groups"]
     # bias-conflicting cells are >= 25 points below the aligned ones
     assert (
         g["star_on_water: star & background=water"]
         - g["star_on_water: star & not background=water"]
+        >= 0.25
+    )
+    assert (
+        g["star_on_water: star & background=water"]
+        - g["star_on_water: not star & background=water"]
         >= 0.25
     )
     assert g["cross_tag: cross & tag"] - g["cross_tag: cross & not tag"] >= 0.25
@@ -120,3 +125,48 @@ def test_shipped_model_learned_the_planted_biases():
     truth = [meta["class_names"].index(it.attrs["true_label"]) for it in items]
     assert pred.shape == (50,) and pred.min() >= 0 and pred.max() < 6
     assert np.mean(pred == np.array(truth)) > 0.3
+
+
+def test_cli_train_and_eval_demo(tmp_path):
+    from typer.testing import CliRunner
+
+    from vlens.cli import app
+
+    run = CliRunner().invoke
+    res = run(
+        app,
+        [
+            "world",
+            "train-demo",
+            "--out",
+            str(tmp_path),
+            "-n",
+            "16",
+            "--epochs",
+            "1",
+            "--eval-n",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/1" in res.output and (tmp_path / "demo.json").is_file()
+    res = run(
+        app,
+        [
+            "world",
+            "eval-demo",
+            "--weights",
+            str(tmp_path / "demo.safetensors"),
+            "-n",
+            "30",
+            "--seed",
+            "4",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    model, meta = load_demo_model(tmp_path)
+    assert out == evaluate_groups(model, meta, None, n=30, seed=4)
+    assert out["test_config"] == "demo_test" and out["n"] == 30
+    assert sum(v["n"] for k, v in out["groups"].items() if k.startswith("class=")) == 30

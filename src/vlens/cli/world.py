@@ -72,6 +72,7 @@ def train_demo(
     lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
     seed: int = typer.Option(0, help="Seed for data and initialisation."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy machine)."),
+    eval_n: int = typer.Option(3000, help="Balanced test images for the stored accuracies."),
 ) -> None:
     """Train the small demo CNN on a biased world (reproduces the shipped weights).
 
@@ -115,6 +116,7 @@ def eval_demo(
         return
     console.print(f"overall accuracy: {res['overall']:.3f} (n={res['n']}, {res['test_config']})")
     for name, g in res["groups"].items():
-        console.print(f"  {name:<32} acc={g['acc']:.3f}  n={g['n']}")
+        console.print(f"  {name:<48} acc={g['acc']:.3f}  n={g['n']}")
     for name, gap in res["gaps"].items():
-        console.print(f"  gap {name:<28} {gap * 100:.1f} points")
+        shown = "n/a (empty cell)" if gap is None else f"{gap * 100:.1f} points"
+        console.print(f"  gap {name:<56} {shown}")

@@ -258,7 +258,11 @@ def evaluate_groups(
     Groups come from the biases of the config the model was trained on (``meta``): for a
     spurious/shortcut bias on class C and attribute A, the four cells C&A (aligned), C&not A,
     not C & A (both conflicting) and not C & not A; for a rare slice, inside vs outside.
-    `gaps` are aligned-minus-conflicting differences (fractions; 0.25 = 25 points).
+    A bias's cells hold only items that do not conflict with the *other* spurious/shortcut
+    biases (so a tag on a star does not blur the star-on-water comparison); the
+    ``class=<name>`` cells and `overall` use every item.
+    `gaps` are aligned-minus-conflicting differences (fractions; 0.25 = 25 points; None
+    when a cell is empty).
     """
     train_cfg = WorldConfig.model_validate(meta["train_config"])
     cfg = WorldConfig.load(test_config or meta.get("test_config") or "demo_test")
@@ -268,8 +272,13 @@ def evaluate_groups(
     truth = np.array([classes.index(a["true_label"]) for a in attrs])
     ok = pred == truth
     cells: dict[str, list[int]] = {}
+    paired = [b for b in train_cfg.biases if isinstance(b, SpuriousBias | ShortcutBias)]
     for i, a in enumerate(attrs):
+        sides = bias_groups(a, paired)
         for b in train_cfg.biases:
+            others = [sides[f"bias_{o.name}"] for o in paired if o is not b]
+            if "conflicting" in others:  # isolate this bias: others must not interfere
+                continue
             if isinstance(b, SpuriousBias | ShortcutBias):
                 key = _bias_subgroups(b, a)
             else:
@@ -283,13 +292,18 @@ def evaluate_groups(
         if isinstance(b, SpuriousBias | ShortcutBias):
             what = _what(b)
 
-            def acc(who: str, has: bool, b: Any = b, what: str = what) -> float:
-                key = f"{b.name}: {who} & {'' if has else 'not '}{what}"
-                return groups.get(key, {"acc": float("nan")})["acc"]
+            def acc(who: str, has: bool, b: Any = b, what: str = what) -> float | None:
+                cell = groups.get(f"{b.name}: {who} & {'' if has else 'not '}{what}")
+                return None if cell is None else cell["acc"]
 
-            gaps[f"{b.name}: {b.cls} with vs without {what}"] = acc(b.cls, True) - acc(b.cls, False)
-            gaps[f"{b.name}: others without vs with {what}"] = acc(f"not {b.cls}", False) - acc(
-                f"not {b.cls}", True
+            def diff(x: float | None, y: float | None) -> float | None:
+                return None if x is None or y is None else x - y
+
+            gaps[f"{b.name}: {b.cls} with vs without {what}"] = diff(
+                acc(b.cls, True), acc(b.cls, False)
+            )
+            gaps[f"{b.name}: others without vs with {what}"] = diff(
+                acc(f"not {b.cls}", False), acc(f"not {b.cls}", True)
             )
         elif isinstance(b, RareSliceBias):
             k = f"{b.name}: "
