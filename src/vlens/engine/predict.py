@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vlens.data.base import Sample
+from vlens.data.images import content_hash
 from vlens.data.paths import load_sample_image, sample_error
 from vlens.engine.base import ENGINES, RunStats, TableSink
 from vlens.engine.cache import Cache
@@ -91,6 +92,16 @@ def samples_rows(items: list[Row], rows: list[Row]) -> list[Row]:
     return out
 
 
+def _mask_digest(uri: str | None) -> str | None:
+    """Content hash of a mask file (coco:// masks are named by their annotation: the uri)."""
+    if not uri or str(uri).startswith("coco://"):
+        return uri
+    try:
+        return content_hash(uri)
+    except (OSError, ImageError):
+        return None
+
+
 # ---- the stage --------------------------------------------------------------------------------
 class PredictStage:
     """Decode + preprocess + forward (no grad) + task postprocess, one row per sample."""
@@ -116,9 +127,16 @@ class PredictStage:
         )
 
     def cache_key(self, item: Mapping[str, Any]) -> str | None:
-        """Content hash + label: `correct` and `loss` depend on the label, not only pixels."""
+        """Content hash + everything the row depends on besides pixels: the label (`correct`,
+        `loss`) and, for detection/segmentation metrics, the boxes and the mask file."""
         ch = item.get("content_hash")
-        return f"{ch}|{item.get('label')}" if ch else None
+        if not ch:
+            return None
+        key = f"{ch}|{item.get('label')}"
+        if item.get("boxes") or item.get("mask_uri"):
+            key += "|" + fingerprint_of(item.get("boxes"), item.get("box_labels"),
+                                        _mask_digest(item.get("mask_uri")))
+        return key
 
     def __call__(self, batch: list[Row]) -> list[Row]:
         rows: list[Row | None] = [None] * len(batch)
