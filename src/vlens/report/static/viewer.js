@@ -4,6 +4,7 @@
   const $ = id => document.getElementById(id);
   const fields = { cls: "f-cls", correct: "f-correct", fmin: "f-fmin", fmax: "f-fmax", group: "f-group",
     concept: "f-concept", cmin: "f-cmin", sort: "f-sort", order: "f-order", per_page: "f-per" };
+  if ($("f-status")) fields.status = "f-status";
   let page = 1, pages = 1, seq = 0;
 
   function params() {
@@ -26,7 +27,8 @@
   }
   async function load() {
     const my = ++seq;
-    const res = await fetch("/api/samples?" + params().toString());
+    const qs = params().toString();
+    const res = await fetch("/api/samples?" + qs);
     const data = await res.json();
     if (my !== seq) return;
     if (!res.ok) { $("error").hidden = false; $("error").textContent = data.error || "error"; return; }
@@ -37,7 +39,7 @@
     if (!data.items.length) box.appendChild(el("p", "empty", "No samples match these filters."));
     $("status").textContent = data.total + " samples · page " + data.page + " of " + data.pages;
     $("prev").disabled = page <= 1; $("next").disabled = page >= pages;
-    document.body.dataset.loaded = String(my);
+    box.dataset.query = qs;  /* what is on screen (tests wait on it) */
   }
   async function openCard(row) {
     const res = await fetch("/api/sample/" + encodeURIComponent(row));
