@@ -21,7 +21,9 @@ TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding")
 # Per-table columns that would collide after the merge get these prefixes.
 _PREFIX = {"predictions": "pred_", "saliency": "sal_", "vlm": "vlm_"}
 DEFAULT_THRESHOLD = 2.5
-SKIP = {"raw"}  # raw VLM answers: large, shown nowhere in the report or viewer
+SKIP = frozenset({"raw"})  # raw VLM answers: large, shown nowhere in the report or viewer
+# Columns the viewer never shows; list columns are the slowest part of reading a big run.
+VIEWER_SKIP = SKIP | {"topk_labels", "topk_probs", "content_hash", "embedding"}
 
 
 @dataclass
@@ -46,12 +48,12 @@ class RunData:
         return sorted(vals)
 
 
-def _read(path: Path) -> pd.DataFrame | None:
+def _read(path: Path, skip: frozenset[str] = SKIP) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
         names = pq.read_schema(path).names
-        return pq.read_table(path, columns=[c for c in names if c not in SKIP]).to_pandas()
+        return pq.read_table(path, columns=[c for c in names if c not in skip]).to_pandas()
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise StoreError(f"cannot read {path.name}: {e}") from e
 
@@ -79,16 +81,17 @@ def load_findings(run_dir: Path) -> dict:
     return data
 
 
-def load_run_data(run_dir: str | Path) -> RunData:
+def load_run_data(run_dir: str | Path, skip: frozenset[str] = SKIP) -> RunData:
     """Load and merge the tables of `run_dir` (see docs/run-format.md) for the report.
 
     Unlike `vlens.load_run` (one DataFrame per table, as stored), this joins the per-sample
-    tables into one row per sample and tolerates missing tables and columns.
+    tables into one row per sample and tolerates missing tables and columns. Columns named
+    in `skip` are not read.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise StoreError(f"run directory not found: {run_dir}")
-    raw = {name: _read(run_dir / f"{name}.parquet") for name in TABLES}
+    raw = {name: _read(run_dir / f"{name}.parquet", skip) for name in TABLES}
     present = {k: v is not None for k, v in raw.items()}
     base = raw["samples"]
     if base is None:

@@ -26,7 +26,13 @@ from starlette.routing import Route
 
 from vlens.errors import ConfigError
 from vlens.report.build import _cards, environment, static_assets
-from vlens.report.load import RunData, load_run_data, numeric_columns, xai_cells
+from vlens.report.load import (
+    VIEWER_SKIP,
+    RunData,
+    load_run_data,
+    numeric_columns,
+    xai_cells,
+)
 from vlens.report.safety import PathRefused, resolve_inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -242,7 +248,7 @@ def _int(q: dict, name: str, default: int) -> int:
 def create_app(run_dir: str | Path, allowed_hosts: list[str] | None = None) -> Starlette:
     """The viewer as an ASGI app (tests use it directly)."""
     run_dir = Path(run_dir)
-    index = ViewerIndex(load_run_data(run_dir))
+    index = ViewerIndex(load_run_data(run_dir, skip=VIEWER_SKIP))
     env = environment()
     assets = static_assets("viewer")
     page = env.get_template("viewer.html.j2").render(meta=index.meta(), **assets)
