@@ -37,6 +37,7 @@ class ExplainOptions:
     batch_size: int = 32
     limit: int | None = None
     engine: str = "local"
+    engine_options: dict[str, Any] | None = None  # e.g. {"num_workers": 2} for ray
     progress: bool = True
 
 
@@ -124,17 +125,18 @@ def explain(
         "model": model if isinstance(model, str) else type(model).__name__,
         "data": data if isinstance(data, str) else type(data).__name__,
         **{k: (v if v is None or isinstance(v, str | int | float | bool) else type(v).__name__)
-           for k, v in vars(o).items() if k != "progress"},
+           for k, v in vars(o).items() if k not in ("progress", "engine_options")},
         **dict(config or {}),
     }
     res = ExplainResult(out=out)
     pred = run_predict(adapter, source, out, batch_size=o.batch_size, limit=o.limit,
-                       cache=cache, engine=o.engine, progress=o.progress, config=cfg)
+                       cache=cache, engine=o.engine, engine_options=o.engine_options,
+                       progress=o.progress, config=cfg)
     res.stats["predict"], res.accuracy = pred.stats, pred.accuracy
     store = RunStore(out)
     class_names = list(store.read_config().get("class_names") or adapter.class_names)
     vocab = build_vocabulary(class_names, o.concepts_file)
-    engine = ENGINES.create(o.engine)
+    engine = ENGINES.create(o.engine, **dict(o.engine_options or {}))
     kw = {"cache": cache, "batch_size": o.batch_size, "progress": o.progress,
           "total": pred.n}
 
