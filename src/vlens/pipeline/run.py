@@ -7,6 +7,7 @@ stage's rows joined by id, and records what was asked in config.yaml (no secrets
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,33 +65,75 @@ def make_concept_vlm(judge_vlm: Any, spec: str | None) -> Any:
     return create_vlm("embedded")
 
 
-def _joined_items(
-    source: Any, limit: int | None, tables: Mapping[str, Mapping[str, Row]], run_dir: Path
-) -> Iterator[Row]:
-    """Source samples as items, each with its rows from earlier stages attached."""
-    for i, s in enumerate(source):
-        if limit is not None and i >= limit:
-            return
-        item = sample_to_item(s)
-        sid = item["id"]
-        if "predictions" in tables:
-            item["prediction"] = tables["predictions"].get(sid) or {
-                "status": "error", "error": "missing prediction"}
-        if "saliency" in tables:
-            sal = tables["saliency"].get(sid) or {}
-            if sal.get("status", "error") == "ok" and sal.get("view_masked"):
-                item["view_masked"] = str(run_dir / sal["view_masked"])
-            else:
-                item["saliency_error"] = sal.get("error") or "missing saliency"
-        yield item
+JOIN_CHUNK = 4096  # source items joined per scan of the earlier tables
 
 
-def _by_id(df: Any, columns: Sequence[str] | None = None) -> dict[str, Row]:
-    if df is None:
+def _lookup(store: RunStore, table: str, ids: Sequence[str],
+            columns: Sequence[str] | None = None) -> dict[str, Row]:
+    """Rows of compacted `table` whose id is in `ids`, by id.
+
+    Streams the Parquet file in record batches and keeps only the matching rows, so memory
+    holds one chunk's rows, never the whole table (the pipeline's bounded-memory guarantee).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = store.table_path(table)
+    if not path.exists():
         return {}
-    if columns:
-        df = df[[c for c in columns if c in df.columns]]
-    return {str(r["id"]): r for r in df.to_dict("records")}
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    cols = [c for c in columns if c in names] if columns else None
+    want = pa.array([str(i) for i in ids], pa.string())
+    out: dict[str, Row] = {}
+    for rb in pf.iter_batches(batch_size=65_536, columns=cols):
+        key = rb.column(rb.schema.get_field_index("id")).cast(pa.string())
+        sub = rb.filter(pc.is_in(key, value_set=want))
+        if sub.num_rows:
+            for r in sub.to_pandas().to_dict("records"):
+                out[str(r["id"])] = r
+    return out
+
+
+def _joined_items(
+    source: Any, limit: int | None, store: RunStore, tables: Mapping[str, Sequence[str] | None],
+    run_dir: Path, chunk: int = JOIN_CHUNK,
+) -> Iterator[Row]:
+    """Source samples as items, each with its rows from earlier stages attached.
+
+    `tables` maps table name -> columns to read (None: all). Joined chunk by chunk
+    (`_lookup`), so memory does not grow with the dataset. The content hash predict already
+    computed comes from samples.parquet: later stages never re-hash the files.
+    """
+    it = iter(source)
+    if limit is not None:
+        it = itertools.islice(it, limit)
+    while block := list(itertools.islice(it, chunk)):
+        items = [sample_to_item(s) for s in block]
+        ids = [i["id"] for i in items]
+        found = {name: _lookup(store, name, ids, cols) for name, cols in tables.items()}
+        hashes = _lookup(store, "samples", ids, ["id", "content_hash"])
+        for item in items:
+            sid = item["id"]
+            ch = (hashes.get(sid) or {}).get("content_hash")
+            if isinstance(ch, str) and ch:
+                item["content_hash"] = ch
+            if "predictions" in found:
+                item["prediction"] = found["predictions"].get(sid) or {
+                    "status": "error", "error": "missing prediction"}
+            if "saliency" in found:
+                sal = found["saliency"].get(sid) or {}
+                if sal.get("status", "error") == "ok" and sal.get("view_masked"):
+                    item["view_masked"] = str(run_dir / sal["view_masked"])
+                else:
+                    item["saliency_error"] = sal.get("error") or "missing saliency"
+            yield item
+
+
+def _error_count(store: RunStore, table: str) -> int:
+    df = store.read_table(table, columns=["status"])
+    return 0 if df is None else int((df["status"] == "error").sum())
 
 
 def explain(
@@ -142,14 +185,13 @@ def explain(
 
     sal_stage = SaliencyStage(adapter, explainer, method=o.method, alpha=o.alpha, beta=o.beta,
                               faithfulness=o.faithfulness)
-    preds = _by_id(store.read_table("predictions"))
-    items = _joined_items(source, o.limit, {"predictions": preds}, out)
+    items = _joined_items(source, o.limit, store, {"predictions": None}, out)
     res.stats["saliency"] = engine.run(sal_stage, items, ArtefactTableSink(store, "saliency"),
                                        **kw)
 
     vlm_stage = VLMStage(judge_vlm, concept_vlm, class_names, vocab, sal_stage.fingerprint)
-    sal = _by_id(store.read_table("saliency"), ["id", "status", "error", "view_masked"])
-    items = _joined_items(source, o.limit, {"predictions": preds, "saliency": sal}, out)
+    items = _joined_items(source, o.limit, store, {
+        "predictions": None, "saliency": ["id", "status", "error", "view_masked"]}, out)
     res.stats["vlm"] = engine.run(vlm_stage, items, VLMTableSink(store, vocab), **kw)
 
     cfg = store.read_config()
@@ -159,6 +201,5 @@ def explain(
     cfg["vocabulary"] = vocab
     store.write_config(cfg)
     for name in ("predictions", "saliency", "vlm"):
-        df = store.read_table(name)
-        res.errors[name] = 0 if df is None else int((df["status"] == "error").sum())
+        res.errors[name] = _error_count(store, name)
     return res
