@@ -12,13 +12,13 @@ from vlens.errors import VlensError
 
 # Command modules, imported for their side effect of attaching commands to `app`.
 COMMAND_MODULES = [
-    "vlens.cli.world",
+    "vlens.cli.pipeline",
     "vlens.cli.predict",
-    "vlens.cli.vlm",
-    "vlens.cli.vlm_train",
     "vlens.cli.analyze",
     "vlens.cli.report",
-    "vlens.cli.pipeline",
+    "vlens.cli.world",
+    "vlens.cli.vlm",
+    "vlens.cli.vlm_train",
 ]
 
 for _name in COMMAND_MODULES:

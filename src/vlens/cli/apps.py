@@ -10,6 +10,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    epilog=(
+        "Examples:  vlens demo  ·  vlens run --model demo --data manifest:data/manifest.jsonl "
+        "--out runs/x  ·  vlens serve runs/x  ·  vlens <command> --help for more."
+    ),
 )
 world_app = typer.Typer(help="Generate the synthetic world with planted biases.", no_args_is_help=True)
 vlm_app = typer.Typer(help="Check and train vision-language model backends.", no_args_is_help=True)

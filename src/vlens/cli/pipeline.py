@@ -151,8 +151,10 @@ def demo_cmd(
     method: str = METHOD, batch_size: int = BATCH,
     cache: Path | None = CACHE, no_cache: bool = NO_CACHE, progress: bool = PROGRESS,
 ) -> None:
-    """Offline demo: a biased demo model on a balanced generated world, explained with the
-    embedded VLM; prints the top findings and writes the report.
+    """Offline demo: explain a biased demo model on a generated world, print its biases.
+
+    Generates a balanced test world, runs the shipped (biased) demo model on it with the
+    embedded VLM, prints the top findings and writes the report.
 
     Example: vlens demo --out runs/demo
     """
@@ -181,9 +183,11 @@ def bench_cmd(
     vlm: str = VLM, method: str = METHOD, batch_size: int = BATCH,
     cache: Path | None = CACHE, no_cache: bool = NO_CACHE,
 ) -> None:
-    """Score discovery against planted truth: train on each biased world, run everything on
-    its test world, report bias recall@k, slice precision@10 (vs a Domino-style baseline)
-    and label-error precision/recall. Writes OUT/bench.json.
+    """Score bias discovery against the planted truth of generated worlds.
+
+    Trains on each biased world, runs everything on its test world and reports bias
+    recall@k, slice precision@10 (vs a Domino-style baseline) and label-error
+    precision/recall. Writes OUT/bench.json.
 
     Example: vlens bench spurious_background shortcut_tag --out runs/bench
     """
