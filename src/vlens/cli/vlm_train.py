@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from vlens.cli.apps import vlm_app
+from vlens.errors import ConfigError
 
 console = Console()
 
@@ -19,22 +20,41 @@ def train_embedded(
         None, "--out", "-o", help="Output folder (default: the package's shipped weights folder)."
     ),
     n: int = typer.Option(6000, "-n", "--n", help="Training images (generated in memory)."),
-    epochs: int = typer.Option(6, "--epochs", "-e", help="Training epochs."),
+    epochs: int = typer.Option(4, "--epochs", "-e", help="Training epochs."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed for data and initialisation."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
+    init: Path = typer.Option(None, help="Continue training from the weights in this folder."),
+    family_weights: str = typer.Option(
+        "", help='Loss weight per attribute family, e.g. "shape=4,size=2" (others 1).'
+    ),
     eval_n: int = typer.Option(300, help="Held-out images for the zero-shot check (0: skip)."),
 ) -> None:
     """Train the embedded VLM's image tower against the frozen MiniLM text tower.
 
-    Example: vlens vlm train-embedded --out /tmp/embedded -n 6000 --epochs 6 --seed 0
+    The shipped weights come from two stages (see docs/embedded-vlm.md):
+    vlens vlm train-embedded --out /tmp/s1 -n 6000 --epochs 4 --seed 0 --eval-n 0
+    vlens vlm train-embedded --out /tmp/s2 --init /tmp/s1 --epochs 2 --lr 2e-3
+        --family-weights shape=4,size=2
     """
     from vlens.vlm.embedded.backend import EmbeddedVLM, shipped_weights_dir
     from vlens.vlm.embedded.evaluate import evaluate_zero_shot
     from vlens.vlm.embedded.model import save_config
     from vlens.vlm.embedded.train import train
+    from vlens.vlm.embedded.vocab import FAMILIES
 
     out = out or shipped_weights_dir()
-    summary = train(out, n=n, epochs=epochs, seed=seed, threads=threads,
+    try:
+        weights = {k.strip(): float(v) for k, v in
+                   (kv.split("=") for kv in family_weights.split(",") if kv.strip())}
+    except ValueError:
+        raise ConfigError(f"--family-weights {family_weights!r}: expected name=number,...") from None
+    unknown = sorted(set(weights) - set(FAMILIES))
+    if unknown:
+        raise ConfigError(f"--family-weights: unknown families {unknown}; known: {list(FAMILIES)}")
+    summary = train(out, n=n, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size,
+                    lr=lr, init=init, family_weights=weights or None,
                     log=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {summary['weights']} in {summary['seconds']:.0f}s")
     if eval_n:

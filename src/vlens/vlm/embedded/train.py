@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from vlens.vlm.embedded import text as T
 from vlens.vlm.embedded import vocab as V
 from vlens.vlm.embedded.data import captions_for, make_views
-from vlens.vlm.embedded.model import ImageTower, TowerConfig, save_weights
+from vlens.vlm.embedded.model import ImageTower, TowerConfig, load_weights, save_weights
 
 TRAIN_SEED_BASE = 10_000  # world seed of the training split = base + seed
 CALIB_SEED_BASE = 20_000  # world seed of the calibration split = base + seed
@@ -42,6 +43,44 @@ def multi_positive_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     row = torch.logsumexp(lv, 1) - torch.logsumexp(lp, 1)
     col = torch.logsumexp(lv, 0) - torch.logsumexp(lp, 0)
     return 0.5 * (row.mean() + col.mean())
+
+
+def family_prompt_bank(words_per_value: int = 4) -> dict[str, torch.Tensor]:
+    """Per family: (values, words, 384) ensemble embeddings of each value's words/synonyms."""
+    bank = {}
+    for fam, vals in V.FAMILIES.items():
+        words = [[V.WORDS[fam][v][k % len(V.WORDS[fam][v])] for k in range(words_per_value)]
+                 for v in vals]
+        flat = [w for ws in words for w in ws]
+        prompts = [t.format(w) for w in flat for t in V.ENSEMBLE]
+        e = T.embed_cached(prompts).reshape(len(flat), len(V.ENSEMBLE), -1).mean(1)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        bank[fam] = torch.from_numpy(e.reshape(len(vals), words_per_value, -1).astype(np.float32))
+    return bank
+
+
+def family_loss(img: torch.Tensor, scale: torch.Tensor, codes: np.ndarray,
+                bank: dict[str, torch.Tensor], rng: np.random.Generator,
+                weights: dict[str, float] | None = None) -> torch.Tensor:
+    """Per family, InfoNCE of each image against the prompts of all values of the family.
+
+    The negatives are the family's other values, the positive its true value, each value's
+    prompt worded with a randomly drawn synonym; families a view cannot show are skipped.
+    """
+    losses, total = [], 0.0
+    for fam, emb in bank.items():
+        c = torch.from_numpy(codes[:, V.FIDX[fam]].astype(np.int64))
+        keep = c >= 0
+        if not bool(keep.any()):
+            continue
+        word = torch.from_numpy(rng.integers(emb.shape[1], size=len(emb)))
+        pick = emb[torch.arange(len(emb)), word]
+        pick = nn.functional.normalize(pick, dim=-1)
+        logits = scale * img[keep] @ pick.T
+        w = (weights or {}).get(fam, 1.0)
+        losses.append(w * nn.functional.cross_entropy(logits, c[keep]))
+        total += w
+    return torch.stack(losses).sum() / total
 
 
 def fit_calibration(tower: ImageTower, seed: int, n: int = 600) -> tuple[float, float]:
@@ -70,15 +109,18 @@ def fit_calibration(tower: ImageTower, seed: int, n: int = 600) -> tuple[float, 
 def train(
     out: str | Path,
     n: int = 8000,
-    epochs: int = 6,
+    epochs: int = 4,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int = 64,
     lr: float = 3e-3,
     threads: int = 2,
+    family_weight: float = 1.0,
+    init: str | Path | None = None,
+    family_weights: dict[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Generate data, train, calibrate, evaluate and write weights to `out`; returns a summary."""
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -87,10 +129,16 @@ def train(
     flat = [t for row in texts for t in row]
     log(f"generated {n} views in {time.time() - t0:.0f}s; embedding {len(set(flat))} captions")
     emb = torch.from_numpy(T.embed_cached(flat)).view(n, CAPTIONS_PER_IMAGE, -1)
+    bank = family_prompt_bank()
     log(f"captions ready at {time.time() - t0:.0f}s")
     x_all = torch.from_numpy(views.images).permute(0, 3, 1, 2).contiguous()
-    cfg = TowerConfig()
-    tower = ImageTower(cfg)
+    if init:  # continue from earlier weights (a second stage of training)
+        tower, cfg, _ = load_weights(init)
+        prior = [*cfg.train.get("stages", []), {k: v for k, v in cfg.train.items()
+                                                if k != "stages"}]
+    else:
+        cfg, prior = TowerConfig(), []
+        tower = ImageTower(cfg)
     opt = torch.optim.AdamW(tower.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (n // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -109,20 +157,27 @@ def train(
             img = tower(x)
             scale = tower.logit_scale.exp().clamp(max=100.0)
             loss = multi_positive_loss(scale * img @ emb[idx, j].T, tgt)
+            loss = loss + family_weight * family_loss(
+                img, scale, views.codes[idx], bank, rng, family_weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            tot += float(loss)
+            tot += float(loss.detach())
         log(f"epoch {ep + 1}/{epochs} loss {tot / (n // batch_size):.3f} "
-            f"T={1 / float(tower.logit_scale.exp()):.3f} at {time.time() - t0:.0f}s")
+            f"T={1 / float(tower.logit_scale.detach().exp()):.3f} at {time.time() - t0:.0f}s")
     tower.eval()
     cfg.calib_bias, cfg.calib_scale = fit_calibration(tower, seed)
     train_s = time.time() - t0
     cfg.train = {"n": n, "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr,
-                 "threads": threads, "seconds": round(train_s, 1),
-                 "world_seed": TRAIN_SEED_BASE + seed}
+                 "threads": threads,
+                 "family_weight": family_weight, "seconds": round(train_s, 1),
+                 "cpu_seconds": round(time.process_time() - c0, 1),
+                 "world_seed": TRAIN_SEED_BASE + seed,
+                 "family_weights": family_weights or {}, "init": str(init) if init else None}
+    if prior:
+        cfg.train["stages"] = prior
     path = save_weights(tower, cfg, out)
     log(f"trained in {train_s:.0f}s; calibration b={cfg.calib_bias:.3f} s={cfg.calib_scale:.2f}")
     return {"weights": str(path), "seconds": train_s, **asdict(cfg)}
