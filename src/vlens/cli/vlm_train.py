@@ -49,7 +49,8 @@ def train_embedded(
         weights = {k.strip(): float(v) for k, v in
                    (kv.split("=") for kv in family_weights.split(",") if kv.strip())}
     except ValueError:
-        raise ConfigError(f"--family-weights {family_weights!r}: expected name=number,...") from None
+        msg = f"--family-weights {family_weights!r}: expected name=number,..."
+        raise ConfigError(msg) from None
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
         raise ConfigError(f"--family-weights: unknown families {unknown}; known: {list(FAMILIES)}")
