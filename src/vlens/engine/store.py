@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -41,6 +42,24 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush every dirty page of the filesystem holding `path` in one call (Linux
+    ``syncfs``); False where unavailable, and the caller fsyncs file by file instead."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        return libc.syncfs(fd) == 0
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -274,6 +293,39 @@ class RunStore:
         if root != p and root not in p.parents:
             raise StoreError(f"artefact path escapes the run directory: {relpath!r}")
         return p
+
+    def write_artefacts(self, files: Mapping[str, bytes]) -> dict[str, str]:
+        """Write many artefacts (relpath -> bytes) atomically and durably, with one flush.
+
+        Each file goes to a temp file renamed into place; then one ``syncfs`` (Linux) and
+        one fsync per folder make the whole batch durable, instead of two fsyncs per file
+        (which dominated the saliency stage: 4 PNGs per sample). Returns relpath -> the
+        stored relative path. Call it before appending the rows that point at the files.
+        """
+        paths = {rel: self.artefact_path(rel) for rel in files}
+        dirs = {p.parent for p in paths.values()}
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        written = []
+        for rel, p in paths.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(files[rel])
+                os.replace(tmp, p)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            written.append(p)
+        if written and not _syncfs(self.path):
+            for p in written:
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        for d in dirs:
+            _fsync_dir(d)
+        root = self.path.resolve()
+        return {rel: p.relative_to(root).as_posix() for rel, p in paths.items()}
 
     def write_artefact(self, relpath: str, data: bytes | Callable[[IO[bytes]], None]) -> str:
         """Write an artefact atomically; returns its path relative to the run dir."""
