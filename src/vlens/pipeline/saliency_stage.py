@@ -165,20 +165,26 @@ class ArtefactTableSink:
         return self.store.ids(self.table)
 
     def write(self, items: list[Row], rows: list[Row]) -> None:
-        out = []
+        out, files = [], {}
         for row in rows:
             row = dict(row)
             name = safe_name(row["id"])
             data = row.pop("_png_map", None)
             if data is not None:
-                row["map_path"] = self.store.write_artefact(f"saliency/maps/{name}.png", data)
+                row["map_path"] = rel = f"saliency/maps/{name}.png"
+                files[rel] = data
             for kind in VIEW_KINDS:
                 data = row.pop(f"_png_{kind}", None)
                 if data is not None:
-                    row[f"view_{kind}"] = self.store.write_artefact(
-                        f"saliency/views/{name}.{kind}.png", data
-                    )
+                    row[f"view_{kind}"] = rel = f"saliency/views/{name}.{kind}.png"
+                    files[rel] = data
             out.append(row)
+        # the batch's files, flushed once, before the rows that point at them
+        stored = self.store.write_artefacts(files)
+        for row in out:
+            for k in ("map_path", *(f"view_{kind}" for kind in VIEW_KINDS)):
+                if row.get(k) is not None:
+                    row[k] = stored[row[k]]
         self.store.append(self.table, pd.DataFrame(out))
 
     def close(self) -> None:
