@@ -5,7 +5,7 @@
 Same model, batch and device (CPU) for every contender; random weights (nothing is
 downloaded). Images/s = batch / wall time of one call, best of `--repeats` after one warm-up
 call (best-of is the least sensitive to other processes on a shared machine; the median is
-reported too). Sections:
+reported too); in sections 1 and 2 the contenders take turns in every round. Sections:
 
 1. Grad-CAM: ours vs `pytorch_grad_cam.GradCAM` vs Captum `LayerGradCam` + bilinear upsample
    + ReLU + min-max, on torchvision resnet18 at 224 px and the vlens demo CNN at 64 px,
@@ -60,6 +60,22 @@ def timed(fn: Callable[[], object], repeats: int, batch: int, warm: bool = True
     }
 
 
+def timed_many(fns: dict[str, Callable[[], object]], repeats: int, batch: int
+               ) -> dict[str, dict[str, float]]:
+    """Like `timed`, but contenders take turns in every round, so a burst of load from
+    other processes hits them alike (the machine this runs on may be shared)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: {"img_s": batch / min(v), "img_s_median": batch / statistics.median(v),
+                "s_per_batch": min(v)} for k, v in times.items()}
+
+
 def demo_cnn(channels: list[int] | None = None) -> nn.Module:
     from vlens.world.demo_model import DemoCNN
 
@@ -97,11 +113,12 @@ def gradcam_section(name: str, model: nn.Module, layer: str, size: int, batch: i
 
     res = {
         "model": name, "input": size, "batch": batch, "layer": layer,
-        "forward_only": timed(forward_only, repeats, batch),
-        "vlens": timed(lambda: ours.explain(adapter, x, lambda o: o[torch.arange(batch), cls]),
-                       repeats, batch),
-        "pytorch_grad_cam": timed(lambda: pgc(input_tensor=x, targets=targets), repeats, batch),
-        "captum": timed(captum, repeats, batch),
+        **timed_many({
+            "forward_only": forward_only,
+            "vlens": lambda: ours.explain(adapter, x, lambda o: o[torch.arange(batch), cls]),
+            "pytorch_grad_cam": lambda: pgc(input_tensor=x, targets=targets),
+            "captum": captum,
+        }, repeats, batch),
     }
     pgc.activations_and_grads.release()
     res["ratio_vs_pytorch_grad_cam"] = res["vlens"]["img_s"] / res["pytorch_grad_cam"]["img_s"]
@@ -127,15 +144,16 @@ def scorecam_section(batch: int, repeats: int) -> dict:
     cam.batch_size = 64
     targets = [ClassifierOutputTarget(int(c)) for c in cls]
     adapter = Adapter(model)
+    top = get_explainer("scorecam", target_layer="features", batch_size=64, max_channels=8)
     res = {
         "model": "demo_cnn[16,32,32,32]", "input": 64, "batch": batch, "channels": 32,
-        "vlens": timed(lambda: ours.explain(adapter, x, lambda o: o[torch.arange(batch), cls]),
-                       repeats, batch),
-        "pytorch_grad_cam": timed(lambda: cam(input_tensor=x, targets=targets), repeats, batch),
+        **timed_many({
+            "vlens": lambda: ours.explain(adapter, x, lambda o: o[torch.arange(batch), cls]),
+            "pytorch_grad_cam": lambda: cam(input_tensor=x, targets=targets),
+            "vlens_max_channels_8": lambda: top.explain(
+                adapter, x, lambda o: o[torch.arange(batch), cls]),
+        }, repeats, batch),
     }
-    top = get_explainer("scorecam", target_layer="features", batch_size=64, max_channels=8)
-    res["vlens_max_channels_8"] = timed(
-        lambda: top.explain(adapter, x, lambda o: o[torch.arange(batch), cls]), repeats, batch)
     cam.activations_and_grads.release()
     res["ratio_vs_pytorch_grad_cam"] = res["vlens"]["img_s"] / res["pytorch_grad_cam"]["img_s"]
     res["ratio_max_channels_8_vs_pytorch_grad_cam"] = (
