@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -311,6 +311,7 @@ _json = st.recursive(
 @pytest.mark.slow
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example({"run": None, "findings": True})  # once crashed the lift plot
 @given(st.dictionaries(st.sampled_from(["run", "xai_matrix", "findings", "slices",
                                         "confusion_pairs", "label_error_candidates",
                                         "utility_k", "narrative"]), _json, max_size=8))

@@ -121,7 +121,8 @@ def lift_charts(run) -> list[dict]:
 def lift_rows(run) -> tuple[list[tuple[str, float]], str]:
     """Concept lifts named by the findings (`stats.lift`), highest first."""
     rows: list[tuple[str, float]] = []
-    for f in run.findings.get("findings", []) or []:
+    found = run.findings.get("findings")
+    for f in found if isinstance(found, list) else []:
         if not isinstance(f, dict):
             continue
         lift = (f.get("stats") or {}).get("lift") if isinstance(f.get("stats"), dict) else None
