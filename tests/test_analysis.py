@@ -181,6 +181,11 @@ def test_confusion_pairs_top_goes_to_spurious_class(planted):
     assert (first["true"], first["pred"], first["count"]) == (
         inp.classes[a], inp.classes[b], int(cm[a, b]))
     assert first["pred"] == "class2" and first["concepts"][0][0] == "water"
+    # explained by the water cue: folded into that finding, not repeated as a finding
+    assert not _find(res, "confusion_pair", "water")
+    (cue,) = _find(res, "spurious_cue", "water", "class2")
+    assert {"true": first["true"], "count": first["count"]} in cue.evidence["numbers"][
+        "confusion_pairs"]
 
 
 def test_narrative_cites_existing_findings_and_json_round_trip(planted, tmp_path):

@@ -207,6 +207,12 @@ def _pairs_and_labels(ctx: _Ctx, res: Findings) -> None:
                  "concepts": [[c, round(dv, 4)] for c, dv, _, _ in cons],
                  "sample_ids": ids.tolist()}
         res.confusion_pairs.append(entry)
+        cue = next((f for f in ctx.out if f.kind == "spurious_cue" and f.cls == inp.classes[b_]
+                    and cons and f.concept == cons[0][0]), None)
+        if cue is not None:  # explained by a spurious cue: evidence there, no new finding
+            cue.evidence.setdefault("numbers", {}).setdefault("confusion_pairs", []).append(
+                {"true": inp.classes[a_], "count": count})
+            continue
         share = count / max(errs_per_class[a_], 1)
         confirmed = bool(cm_split[1][a_, b_] >= max(1, cfg.min_pair_count // 2))
         top = f" (more often with {cons[0][0]})" if cons else ""
