@@ -27,6 +27,58 @@ VLM_STAGE_VERSION = "1"
 JUDGE_FIELDS = ("description", "justification", "focus_score", "object_visible", "distractors")
 
 
+class _EncoderMemo:
+    """Within one batch, each image object goes through a backend's image encoder once.
+
+    The judge, the concept scores, the grounding and the embedding each ask the backend
+    for the same images and views (4-5 encoder passes per sample where 2 are needed). The
+    `VLM` protocol has no "score these embeddings" call, so for the duration of the batch
+    the backends' ``embed_images`` is shadowed by a memo keyed by image object identity
+    (the images stay alive in the batch, so ids are unique); their own ``score`` then hits
+    it too. Backends that refuse instance attributes simply run unmemoized.
+    """
+
+    def __init__(self, *vlms: Any) -> None:
+        self.vlms = [v for i, v in enumerate(vlms)
+                     if v is not None and all(v is not w for w in vlms[:i])]
+        self.saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> _EncoderMemo:
+        for vlm in self.vlms:
+            inner = getattr(vlm, "embed_images", None)
+            if inner is None:
+                continue
+            memo: dict[int, np.ndarray] = {}
+
+            def embed_images(images: Sequence[Any], _inner: Any = inner,
+                             _memo: dict[int, np.ndarray] = memo) -> np.ndarray:
+                images = list(images)
+                todo = list({id(im): im for im in images if id(im) not in _memo}.items())
+                if todo:
+                    emb = np.asarray(_inner([im for _, im in todo]), np.float32)
+                    for (k, _), e in zip(todo, emb, strict=True):
+                        _memo[k] = e
+                if not images:
+                    return np.asarray(_inner([]), np.float32)
+                return np.stack([_memo[id(im)] for im in images])
+
+            try:
+                own = vlm.__dict__.get("embed_images")
+                vlm.embed_images = embed_images
+            except (AttributeError, TypeError):
+                continue
+            self.saved.append((vlm, own))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for vlm, own in self.saved:
+            if own is None:
+                del vlm.embed_images
+            else:
+                vlm.embed_images = own
+        self.saved.clear()
+
+
 class VLMStage:
     """Per sample: judge answer + concept scores (whole image, attended region) + embedding.
 
@@ -76,7 +128,8 @@ class VLMStage:
         if good:
             sub = [batch[i] for i in good]
             try:
-                out = self._run(sub, images, views)
+                with _EncoderMemo(self.judge_vlm, self.concept_vlm):
+                    out = self._run(sub, images, views)
             except VlensError as e:  # the backend failed for the whole batch: rows, not a crash
                 out = [error_row(it, "vlm_failed", str(e)) for it in sub]
             for i, r in zip(good, out, strict=True):
