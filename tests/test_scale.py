@@ -58,3 +58,40 @@ def test_joined_items_chunked_join_matches_rows(tmp_path, chunk):
     assert by["s08"]["prediction"]["pred"] == "c2"
     assert by["s09"]["prediction"] == {"status": "error", "error": "missing prediction"}
     assert "s00" not in by  # beyond the limit
+
+
+def test_vlm_stage_encodes_each_image_once_and_restores_backend(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from test_engine_ray_pipeline import HashVLM
+    from vlens.pipeline.vlm_stage import VLMStage
+
+    class Counting(HashVLM):
+        def __init__(self):
+            self.encoded = 0
+
+        def embed_images(self, images):
+            self.encoded += len(images)
+            return super().embed_images(images)
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        for kind in ("img", "view"):
+            a = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(a).save(tmp_path / f"{kind}{i}.png")
+        items.append({"id": f"s{i}", "uri": str(tmp_path / f"img{i}.png"),
+                      "view_masked": str(tmp_path / f"view{i}.png"),
+                      "prediction": {"pred": "cat" if i % 2 else "dog", "status": "ok"}})
+    vlm = Counting()
+    vocab = ["red", "green", "blue"]
+    rows = VLMStage(vlm, vlm, ["cat", "dog"], vocab, "fp")(items)
+    assert vlm.encoded == 8  # 4 images + 4 views, each once (unmemoized: 4 passes per view)
+    assert "embed_images" not in vlm.__dict__  # the backend is left as it was
+    with Image.open(tmp_path / "img1.png") as im:
+        want = HashVLM().score([im.convert("RGB")], vocab)[0]
+    np.testing.assert_allclose(rows[1]["_concepts"], want, rtol=1e-6)
+    with Image.open(tmp_path / "view2.png") as im:
+        want = HashVLM().score([im.convert("RGB")], vocab)[0]
+    np.testing.assert_allclose(rows[2]["_grounding"], want, rtol=1e-6)
