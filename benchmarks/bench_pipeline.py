@@ -1,0 +1,137 @@
+"""Pipeline ratios P1 (overhead vs the unavoidable passes) and P4 (warm re-run vs cold).
+
+    python3 benchmarks/bench_pipeline.py [--n 600] [--vlm embedded] [--json out.json]
+
+On one demo world (`demo_test`, `--n` images) with the shipped demo model:
+- passes: the vision model forward (no grad), Grad-CAM (forward + backward + CAM) and the
+  VLM image encoder on the images and on their masked views, each timed alone on the same
+  preprocessed images (decoding excluded, so the ratio is conservative);
+- cold: `vlens run` end to end (explain + analyze + report) into a new run dir, empty cache;
+- warm: the same command into another new run dir with the same cache.
+P1 = cold explain seconds / sum of passes (and the same for the whole `run`);
+P4 = cold / warm seconds, and the VLM calls the warm run made (counted on the backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class Counting:
+    """Counts image-encoder calls of a VLM backend (instance attribute: internal calls too)."""
+
+    def __init__(self, vlm) -> None:
+        self.vlm, self.calls = vlm, 0
+        inner = vlm.embed_images
+
+        def embed_images(images):
+            self.calls += 1
+            return inner(images)
+
+        vlm.embed_images = embed_images
+
+
+def _images(manifest: Path) -> list:
+    from vlens.data import open_dataset
+    from vlens.data.paths import load_sample_image
+
+    return [load_sample_image(s) for s in open_dataset(f"manifest:{manifest}")]
+
+
+def passes(images: list, vlm, batch: int) -> dict[str, float]:
+    import torch
+
+    from vlens.models import load_model
+    from vlens.saliency import get_explainer
+    from vlens.saliency.views import render_views
+
+    adapter = load_model("demo")
+    explainer = get_explainer("gradcam")
+    xs = [adapter.preprocess(images[i:i + batch]) for i in range(0, len(images), batch)]
+    t = time.perf_counter()
+    logits = []
+    with torch.no_grad():
+        for x in xs:
+            logits.append(adapter.module(x))
+    fwd = time.perf_counter() - t
+    t = time.perf_counter()
+    maps = []
+    for x, lo in zip(xs, logits, strict=True):
+        rows = [{"pred_idx": int(i), "pred": adapter.class_names[int(i)]} for i in lo.argmax(1)]
+        maps.append(explainer.explain(adapter, x, adapter.task.default_target(None, rows)))
+    cam = time.perf_counter() - t
+    views = []
+    for i, m in enumerate(maps):
+        views += list(render_views(images[i * batch:(i + 1) * batch], m.detach(),
+                                   output="pil")["masked"])
+    t = time.perf_counter()
+    for i in range(0, len(images), batch):
+        vlm.embed_images(images[i:i + batch])
+        vlm.embed_images(views[i:i + batch])
+    enc = time.perf_counter() - t
+    return {"forward_s": fwd, "gradcam_s": cam, "vlm_encoder_s": enc,
+            "sum_s": fwd + cam + enc}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--vlm", default="embedded")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="folder to keep the runs in (default: temp)")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("VLENS_TORCH_THREADS", "2")))
+    from vlens.engine.cache import Cache
+    from vlens.pipeline import ExplainOptions
+    from vlens.pipeline.full import DEMO_CONFIG, run
+    from vlens.vlm import create_vlm
+    from vlens.world import make_dataset
+
+    root = Path(a.keep or tempfile.mkdtemp(prefix="vlens-bench-pipeline-"))
+    manifest = make_dataset(DEMO_CONFIG, root / "data", n=a.n, seed=7)
+    vlm = create_vlm(a.vlm)
+    counter = Counting(vlm)
+    images = _images(manifest)
+    p = passes(images, vlm, a.batch)
+    opts = ExplainOptions(vlm=vlm, batch_size=a.batch, progress=False)
+    cache = Cache(root / "cache")
+    out: dict = {"n": a.n, "batch": a.batch, "vlm": a.vlm, "load": os.getloadavg()[0],
+                 "passes": p}
+    for name in ("cold", "warm"):
+        counter.calls = 0
+        t = time.perf_counter()
+        from vlens.pipeline.run import explain
+
+        res = explain("demo", f"manifest:{manifest}", root / f"{name}-explain", opts,
+                      cache=cache if name == "warm" else Cache(root / f"cache-{name}"))
+        t_explain = time.perf_counter() - t
+        t = time.perf_counter()
+        run("demo", f"manifest:{manifest}", root / name, opts, cache=cache)
+        out[name] = {"explain_s": t_explain, "run_s": time.perf_counter() - t,
+                     "vlm_calls": counter.calls,
+                     "stages": {k: {"cached": v.cached, "computed": v.computed,
+                                    "seconds": round(v.seconds, 3)}
+                                for k, v in res.stats.items()}}
+    out["P1_explain"] = out["cold"]["explain_s"] / p["sum_s"]
+    out["P1_run"] = out["cold"]["run_s"] / p["sum_s"]
+    out["P4"] = out["cold"]["run_s"] / out["warm"]["run_s"]
+    out["P4_vlm_calls"] = out["warm"]["vlm_calls"]
+    out["images_per_s"] = {k: a.n / v for k, v in p.items() if k != "sum_s"}
+    print(json.dumps(out, indent=1))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
