@@ -32,6 +32,12 @@ def test_write_artefacts_refuses_escaping_paths_before_writing(tmp_path):
         store.write_artefacts({"ok.png": b"x", "../evil.png": b"y"})
     assert not (tmp_path / "evil.png").exists()
     assert not (tmp_path / "run" / "ok.png").exists()  # all paths are checked first
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "run" / "link").symlink_to(tmp_path / "outside")
+    for bad in ("a/../../evil.png", "link/x.png", "saliency/.."):
+        with pytest.raises(StoreError, match="escapes the run directory"):
+            store.write_artefacts({bad: b"y"})
+    assert list((tmp_path / "outside").iterdir()) == []
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])

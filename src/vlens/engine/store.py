@@ -302,8 +302,23 @@ class RunStore:
         (which dominated the saliency stage: 4 PNGs per sample). Returns relpath -> the
         stored relative path. Call it before appending the rows that point at the files.
         """
-        paths = {rel: self.artefact_path(rel) for rel in files}
-        dirs = {p.parent for p in paths.values()}
+        root = self.path.resolve()
+        checked: dict[Path, Path] = {}  # folder -> resolved folder (one resolve per folder)
+        paths = {}
+        for rel in files:
+            p = self.path / rel
+            if p.name in ("", ".", ".."):
+                raise StoreError(f"artefact path escapes the run directory: {rel!r}")
+            if p.parent not in checked:
+                d = p.parent.resolve()
+                if root != d and root not in d.parents:
+                    raise StoreError(f"artefact path escapes the run directory: {rel!r}")
+                checked[p.parent] = d
+            target = checked[p.parent] / p.name
+            if target.is_symlink():  # a link inside the run dir could point anywhere
+                target = self.artefact_path(rel)
+            paths[rel] = target
+        dirs = set(checked.values())
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         written = []
@@ -324,7 +339,6 @@ class RunStore:
                     os.fsync(f.fileno())
         for d in dirs:
             _fsync_dir(d)
-        root = self.path.resolve()
         return {rel: p.relative_to(root).as_posix() for rel, p in paths.items()}
 
     def write_artefact(self, relpath: str, data: bytes | Callable[[IO[bytes]], None]) -> str:
