@@ -114,7 +114,7 @@ class EmbeddedVLM:
     def describe(self, images: Sequence[Any]) -> list[dict[str, Any]]:
         """Per image: best value (and its softmax share) per family, and a composed sentence."""
         img = self.embed_images(images)
-        temp = float(self.tower.logit_scale.exp().clamp(max=100.0))
+        temp = float(self.tower.logit_scale.detach().exp().clamp(max=100.0))
         fam_pick = {}
         for fam in DESCRIBE_FAMILIES:
             vals = V.FAMILIES[fam]
