@@ -177,14 +177,15 @@ def _concept_findings(ctx: _Ctx) -> None:
     d, c1, a = att
     gnames = inp.grounding_names
     sel = ((qs[3] <= cfg.alpha) & (d["n"] >= cfg.min_support)
-           & (d["rate"] >= cfg.attention_min_rate))
+           & (d["rate"] >= cfg.attention_min_rate) & (d["lift"] >= cfg.min_lift))
     for c, j in zip(*np.nonzero(sel), strict=True):
-        confirmed = bool(c1["p"][c, j] <= cfg.confirm_alpha)
+        confirmed = bool(c1["p"][c, j] <= cfg.confirm_alpha and c1["lift"][c, j] > 1)
         cname, con = classes[c], gnames[j]
         ctx.add("attention_cue",
                 f"When predicting '{cname}', the model looks at '{con}' more than the object",
-                cname, con, strength(1.0 + d["rate"][c, j] * 2, qs[3][c, j]),
-                {"rate": d["rate"][c, j], "support": d["n"][c, j], "p_value": d["p"][c, j],
+                cname, con, strength(d["lift"][c, j], qs[3][c, j]),
+                {"rate": d["rate"][c, j], "lift": d["lift"][c, j], "support": d["n"][c, j],
+                 "p_value": d["p"][c, j],
                  "q_value": qs[3][c, j], "p0": cfg.attention_p0},
                 confirmed, conf_dict("rate", c1["rate"][c, j], c1["p"][c, j]),
                 {"sample_ids": inp.ids[np.flatnonzero(inp.pred == c)][: cfg.max_ids].tolist(),
@@ -287,6 +288,39 @@ def _slices(ctx: _Ctx, res: Findings, hooks: Hooks) -> None:
                 "sample_ids": inp.ids[s["member_rows"][: cfg.max_ids]].tolist()})
 
 
+def _consolidate_attention(ctx: _Ctx) -> None:
+    """One claim, one finding. An attention cue naming the same (class, concept) as a
+    spurious cue or concept-error finding corroborates it: its numbers move into that
+    finding's evidence. The remaining attention cues of one predicted class become a single
+    finding led by the strongest concept, listing the others, so one class whose attended
+    regions differ from the rest does not crowd out every other finding."""
+    others = {(f.cls, f.concept): f for f in ctx.out
+              if f.kind in ("spurious_cue", "concept_error")}
+    by_class: dict[str | None, list[Finding]] = {}
+    kept: list[Finding] = []
+    for f in ctx.out:
+        if f.kind != "attention_cue":
+            kept.append(f)
+            continue
+        host = others.get((f.cls, f.concept))
+        if host is not None:
+            nums = host.evidence.setdefault("numbers", {})
+            nums["attended_rate"] = f.stats.get("rate")
+            nums["attended_lift"] = f.stats.get("lift")
+            continue
+        by_class.setdefault(f.cls, []).append(f)
+    for group in by_class.values():
+        group.sort(key=lambda f: -f.score)
+        lead, rest = group[0], group[1:]
+        if rest:
+            also = [[f.concept, f.stats.get("lift")] for f in rest]
+            lead.evidence.setdefault("numbers", {})["also_attended"] = also
+            lead.title += " (also: " + ", ".join(f"'{f.concept}'" for f in rest[:3])
+            lead.title += ", ...)" if len(rest) > 3 else ")"
+        kept.append(lead)
+    ctx.out[:] = kept
+
+
 def _counterfactuals(ctx: _Ctx, hooks: Hooks) -> None:
     if hooks.occlude is None:
         return
@@ -344,6 +378,7 @@ def _analyze(inp: AnalysisInput, config: AnalysisConfig | None,
         _concept_findings(ctx)
     else:
         ctx.thr = None
+    _consolidate_attention(ctx)
     _pairs_and_labels(ctx, res)
     _slices(ctx, res, hooks)
     _counterfactuals(ctx, hooks)

@@ -9,7 +9,8 @@ All tests read the (split, label, pred, concept) count tables from `tables.py`:
   when the concept is present? CMH stratified by the true label, so the test compares like
   with like (P(pred = c | concept) beyond what P(label = c | concept) explains).
 - attention cue for predicted class c: how often the attended region (grounding) scores
-  the concept above the class's own concept; one-sided binomial test against `p0`.
+  the concept above the class's own concept, compared with the other predicted classes'
+  attended regions (one-sided Fisher; the rate must also clear `p0`, binomial).
 Discovery uses split 0, confirmation re-runs the same test on split 1; q-values are
 Benjamini-Hochberg over every test of the discovery pass (all kinds together).
 """
@@ -92,13 +93,24 @@ def spurious_arrays(n: np.ndarray, present: np.ndarray) -> dict:
 
 def attention_arrays(cnt: np.ndarray, n_valid: np.ndarray, p0: float) -> dict:
     """Per (predicted class, concept): share of attended regions showing the concept more
-    than the object, with a one-sided binomial test against `p0`. cnt (C, m), n_valid (C,)."""
+    than the object, tested against the same share in the OTHER classes' attended regions
+    (one-sided Fisher). The contrast matters: a masked view is black outside the attended
+    region by construction, so concepts such as "black" or "cropped" describe every view;
+    only a concept enriched for one class says what the model looks at for that class.
+    `p0` is the floor the class's own rate must also clear (binomial). cnt (C, m), n_valid (C,).
+    """
     nv = n_valid.astype(np.float64)[:, None]
+    cnt = cnt.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(nv > 0, cnt / nv, np.nan)
-    p = binom_greater(cnt, np.broadcast_to(nv, cnt.shape), p0)
-    return {"rate": rate, "count": cnt.astype(np.float64), "n": np.broadcast_to(nv, cnt.shape),
-            "p": p, "lift": (cnt + 0.5) / (nv * p0 + 0.5)}
+    tot_cnt = cnt.sum(0, keepdims=True)
+    tot_n = float(nv.sum())
+    n_b = np.broadcast_to(nv, cnt.shape)
+    p_vs_others = fisher_greater(cnt, n_b, np.broadcast_to(tot_cnt, cnt.shape), tot_n)
+    p_floor = binom_greater(cnt, n_b, p0)
+    lift = _smoothed_ratio(cnt, n_b, tot_cnt - cnt, tot_n - n_b)
+    return {"rate": rate, "count": cnt, "n": n_b, "p": np.maximum(p_vs_others, p_floor),
+            "lift": lift}
 
 
 def attention_counts(grounding: np.ndarray, pred: np.ndarray, split: np.ndarray,

@@ -200,6 +200,7 @@ def explain(
     cfg["vlm_fingerprint"] = judge_vlm.fingerprint
     cfg["vocabulary"] = vocab
     store.write_config(cfg)
+    store.write_json("explain_stats.json", {k: vars(v) for k, v in res.stats.items()})
     for name in ("predictions", "saliency", "vlm"):
         res.errors[name] = _error_count(store, name)
     return res

@@ -1,0 +1,67 @@
+"""`vlens demo` end to end, offline: the planted biases of the demo model are found.
+
+The demo model was trained on `demo_train`, where stars sit on water and crosses carry the
+corner tag; on the balanced `demo_test` world those cues mislead it. The findings must name
+both, for the right class, among the top three, with evidence and a report.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vlens.cli.apps import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    cache = tmp_path_factory.mktemp("cache")
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), "-n", "400", "--cache",
+                                   str(cache), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return out, res.output, cache
+
+
+def test_demo_finds_planted_biases_in_top_three(demo_run):
+    out, output, _ = demo_run
+    findings = json.loads((out / "findings.json").read_text())["findings"]
+    top = [(f.get("class"), f.get("concept")) for f in findings[:3]]
+    assert ("star", "water") in top, findings[:3]
+    assert ("cross", "text or tag") in top, findings[:3]
+    for f in findings[:3]:
+        if (f.get("class"), f.get("concept")) in {("star", "water"), ("cross", "text or tag")}:
+            assert f["confirmed"] is True
+            assert len(f["evidence"]["sample_ids"]) >= 5
+    assert "water" in output and "star" in output  # printed in the terminal too
+
+
+def test_demo_writes_report_and_every_table(demo_run):
+    from vlens.runs import load_run
+
+    out, output, _ = demo_run
+    assert (out / "report" / "index.html").exists()
+    assert str(out / "report" / "index.html") in output.replace("\n", "")
+    run = load_run(out)
+    for name in ("samples", "predictions", "saliency", "vlm", "concepts", "grounding",
+                 "embeddings"):
+        table = getattr(run, name)
+        assert table is not None and len(table) == 400, name
+    assert (run.predictions["status"] == "ok").all()
+
+
+def test_demo_rerun_is_served_from_cache(demo_run, tmp_path):
+    out, _, cache = demo_run
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "again"), "-n", "400",
+                                   "--cache", str(cache), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    a = json.loads((out / "findings.json").read_text())["findings"][:3]
+    b = json.loads((tmp_path / "again" / "findings.json").read_text())["findings"][:3]
+    assert [f["title"] for f in a] == [f["title"] for f in b]
+    stats = json.loads((tmp_path / "again" / "explain_stats.json").read_text())
+    for stage in ("predict", "saliency", "vlm"):  # a warm re-run computes nothing
+        assert stats[stage]["computed"] == 0 and stats[stage]["cached"] == 400, stats
