@@ -26,7 +26,7 @@ import numpy as np
 from vlens.engine.base import ENGINES, RunStats, Sink, batched, process_batch
 from vlens.engine.cache import Cache, decode_row, encode_row
 from vlens.engine.local import make_progress
-from vlens.engine.stage import Row
+from vlens.engine.stage import Row, stage_key
 from vlens.errors import ConfigError
 
 
@@ -98,12 +98,9 @@ class RayEngine:
     ) -> RunStats:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        ray = self._init()
         t0 = time.perf_counter()
-        res = ray.cluster_resources()
-        workers = self.num_workers or max(1, min(4, int(res.get("CPU", 1))))
-        gpus = self.num_gpus if self.num_gpus is not None else (1.0 if res.get("GPU") else 0.0)
-        stats = RunStats(extra={"workers": workers, "gpus_per_worker": gpus})
+        ray, workers, gpus = None, 1, 0.0
+        stats = RunStats()
         done = sink.done_ids()
         cache_path = str(cache.db_path) if cache is not None else None
         with make_progress(progress) as bar:
@@ -113,8 +110,19 @@ class RayEngine:
                 todo = [it for it in window if str(it["id"]) not in done]
                 stats.skipped += len(window) - len(todo)
                 bar.update(task, advance=len(window) - len(todo))
+                if cache is not None:
+                    n_todo = len(todo)
+                    todo = self._serve_cached(stage, todo, cache, sink, stats, batch_size, done)
+                    bar.update(task, advance=n_todo - len(todo))
                 if not todo:
                     continue
+                if ray is None:  # only when some item needs a worker: warm runs start nothing
+                    ray = self._init()
+                    res = ray.cluster_resources()
+                    workers = self.num_workers or max(1, min(4, int(res.get("CPU", 1))))
+                    gpus = (self.num_gpus if self.num_gpus is not None
+                            else (1.0 if res.get("GPU") else 0.0))
+                    stats.extra = {"workers": workers, "gpus_per_worker": gpus}
                 ds = ray.data.from_items(
                     [{"item": json.dumps(it, default=str)} for it in todo],
                     override_num_blocks=max(1, min(len(todo) // batch_size, 4 * workers)),
@@ -136,6 +144,33 @@ class RayEngine:
         sink.close()
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    @staticmethod
+    def _serve_cached(stage: Any, todo: list[Row], cache: Cache, sink: Sink, stats: RunStats,
+                      batch_size: int, done: set[str]) -> list[Row]:
+        """Write cache hits from the driver; return the items that still need a worker.
+
+        Only items that already carry their content hash (later stages get it from
+        samples.parquet) are looked up here, so the driver never reads image files: a warm
+        re-run starts no actor at all (no weight loading), and only misses reach Ray.
+        """
+        rest: list[Row] = []
+        for b in batched(todo, max(batch_size, 256)):
+            keys = [stage_key(stage, it) if it.get("content_hash") else None for it in b]
+            hits = cache.get_many(stage.fingerprint, [k for k in keys if k])
+            got_items, got_rows = [], []
+            for it, k in zip(b, keys, strict=True):
+                if k and k in hits:
+                    got_items.append(it)
+                    got_rows.append({"id": it["id"], **hits[k]})
+                else:
+                    rest.append(it)
+            if got_rows:
+                sink.write(got_items, got_rows)
+                done.update(str(it["id"]) for it in got_items)
+                stats.cached += len(got_rows)
+                stats.errors += sum(1 for r in got_rows if r.get("status") == "error")
+        return rest
 
     @staticmethod
     def _count(out: dict[str, np.ndarray], rows: list[Row], stats: RunStats) -> None:
