@@ -190,10 +190,12 @@ class VLMTableSink:
             }))
         plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         df = pd.DataFrame(plain)
-        if "distractors" in df:
-            df["distractors"] = df["distractors"].map(
-                lambda v: [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else []
-            )
+        # always a list column (error rows: []), also in a batch of error rows only, so the
+        # table does not depend on how rows were batched (e.g. Ray serving hits first)
+        col = df["distractors"] if "distractors" in df else [None] * len(df)
+        df["distractors"] = [
+            [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else [] for v in col
+        ]
         self.store.append("vlm", df)
 
     def close(self) -> None:
