@@ -101,3 +101,46 @@ def test_vlm_stage_encodes_each_image_once_and_restores_backend(tmp_path):
     with Image.open(tmp_path / "view2.png") as im:
         want = HashVLM().score([im.convert("RGB")], vocab)[0]
     np.testing.assert_allclose(rows[2]["_grounding"], want, rtol=1e-6)
+
+
+def _parts(store, rng):
+    import numpy as np
+
+    ids = [f"s{i:04d}" for i in range(300)]
+    order = rng.permutation(300)
+    for start in range(0, 300, 17):
+        idx = order[start:start + 17]
+        df = pd.DataFrame({"id": [ids[i] for i in idx],
+                           "score": rng.random(len(idx)).astype(np.float32),
+                           "emb": [rng.random(4).astype(np.float32) for _ in idx]})
+        if start % 34 == 0:
+            df["error"] = None  # an all-null column in some parts only
+        store.append("t", df)
+    # a later copy of some ids wins over the earlier one
+    store.append("t", pd.DataFrame({"id": ["s0005", "s0100"], "score": [-1.0, -2.0],
+                                    "emb": [np.zeros(4, np.float32)] * 2, "error": ["x", "y"]}))
+
+
+@pytest.mark.parametrize("run_rows,chunk_rows", [(40, 16), (10_000, 8192)])
+def test_external_compaction_equals_in_memory(tmp_path, monkeypatch, run_rows, chunk_rows):
+    import numpy as np
+
+    from vlens.engine import compact
+    from vlens.engine import store as store_mod
+
+    for name in ("mem", "ext"):
+        _parts(RunStore(tmp_path / name), np.random.default_rng(0))
+    want = RunStore(tmp_path / "mem").finalize("t")
+    monkeypatch.setattr(store_mod, "FINALIZE_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(compact, "RUN_ROWS", run_rows)
+    monkeypatch.setattr(compact, "CHUNK_ROWS", chunk_rows)
+    ext = RunStore(tmp_path / "ext")
+    assert ext.finalize("t") is None  # merged out of core
+    got = ext.read_table("t")
+    assert not ext.parts_dir("t").exists()
+    assert got["id"].tolist() == sorted(f"s{i:04d}" for i in range(300))
+    assert got.set_index("id").loc["s0100", "score"] == -2.0
+    assert [p.name for p in (tmp_path / "ext").iterdir() if p.name.endswith(".tmp")] == []
+    pd.testing.assert_frame_equal(got.drop(columns="emb"), want.drop(columns="emb"),
+                                  check_like=True)
+    np.testing.assert_array_equal(np.stack(got["emb"]), np.stack(want["emb"]))

@@ -31,6 +31,7 @@ SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "a
 """A config key containing any of these words (case-insensitive) is never written to disk."""
 REDACTED = "<redacted>"
 _PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+FINALIZE_IN_MEMORY_BYTES = 8 << 20  # parts bigger than this on disk are merged out of core
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -254,11 +255,26 @@ class RunStore:
     def finalize(self, name: str, sort_by: str | None = "id") -> pd.DataFrame | None:
         """Compact parts into ``<name>.parquet`` (dedup by id, latest wins), drop the parts.
 
+        Returns the table when it was compacted in memory (parts up to
+        `FINALIZE_IN_MEMORY_BYTES` on disk); bigger tables are merged out of core
+        (`vlens.engine.compact`: one id column plus bounded chunks in memory) and None is
+        returned, so memory does not grow with the dataset.
+
         Crash-safe: the compacted file is renamed into place before parts are removed, and
         re-reading both gives the same rows, so an interrupted finalize is simply redone.
         """
-        if not self._part_files(name):
+        parts = self._part_files(name)
+        if not parts:
             return self.read_table(name)
+        base = self.table_path(name)
+        files = ([base] if base.exists() else []) + parts
+        if sum(p.stat().st_size for p in files) > FINALIZE_IN_MEMORY_BYTES:
+            from vlens.engine.compact import compact_external
+
+            if compact_external(files, base, sort_by):
+                shutil.rmtree(self.parts_dir(name), ignore_errors=True)
+                self._next_part.pop(name, None)
+                return None
         df = self.read_table(name)
         if df is None:
             return None
