@@ -52,6 +52,10 @@ def test_demo_writes_report_and_every_table(demo_run):
         table = getattr(run, name)
         assert table is not None and len(table) == 400, name
     assert (run.predictions["status"] == "ok").all()
+    u = run.findings["utility_k"]  # UtilityK measured by the embedded VLM
+    assert u["k"] == 3 and u["n"] == 300
+    assert 0 < u["acc_image_only"] <= 1 and 0 < u["acc_with_explanation"] <= 1
+    assert u["ratio"] == u["acc_with_explanation"] / u["acc_image_only"]
 
 
 def test_demo_rerun_is_served_from_cache(demo_run, tmp_path):

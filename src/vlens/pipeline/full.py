@@ -30,11 +30,16 @@ class RunResult:
                 f"findings={len(self.findings)}, slices={len(self.slices)})")
 
 
-def analyze_run(run_dir: str | Path, **config: Any) -> dict[str, Any]:
-    """Run the dataset-level analysis on a run dir; writes and returns findings.json."""
-    from vlens.analysis import AnalysisConfig, AnalysisInput, analyze
+def analyze_run(run_dir: str | Path, vlm: Any = None, **config: Any) -> dict[str, Any]:
+    """Run the dataset-level analysis on a run dir; writes and returns findings.json.
 
-    res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config))
+    With a contrastive or generative `vlm`, UtilityK is measured too (explanation vs image).
+    """
+    from vlens.analysis import AnalysisConfig, AnalysisInput, Hooks, analyze
+    from vlens.pipeline.hooks import utility_answers
+
+    hooks = Hooks(utility=utility_answers(run_dir, vlm) if vlm is not None else None)
+    res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config), hooks)
     data = res.to_dict()
     RunStore(run_dir).write_json("findings.json", data)
     return data
@@ -69,8 +74,8 @@ def run(
     config: dict[str, Any] | None = None,
 ) -> RunResult:
     """explain + analyze (+ report): the Python face of `vlens run`."""
-    explain(model, data, out, options, cache=cache, config=config)
-    findings = analyze_run(out, **(analysis or {}))
+    ex = explain(model, data, out, options, cache=cache, config=config)
+    findings = analyze_run(out, vlm=ex.concept_vlm, **(analysis or {}))
     path = None
     if report:
         from vlens.report import build_report

@@ -243,8 +243,12 @@ def guess_prediction(
     rows: list[dict[str, Any]] = []
     if mode == "contrastive":
         require(vlm, CONTRASTIVE)
-        for view, ch in zip(views, choices, strict=True):
-            s = np.asarray(vlm.score([view], list(ch)), dtype=np.float64)[0]
+        # one batched score call over the union of choices; each row then picks among its own
+        union = _dedupe([c for ch in choices for c in ch])
+        col = {c.lower(): j for j, c in enumerate(union)}
+        mat = np.asarray(vlm.score(list(views), union), dtype=np.float64) if views else None
+        for i, ch in enumerate(choices):
+            s = mat[i, [col[" ".join(str(c).split()).lower()] for c in ch]]
             rows.append({"guess": ch[int(np.argmax(s))], "reason": "scores: " + _fmt(ch, s, 3),
                          "status": "ok", "error": None, "raw": ""})
         return rows
