@@ -144,3 +144,35 @@ def test_external_compaction_equals_in_memory(tmp_path, monkeypatch, run_rows, c
     pd.testing.assert_frame_equal(got.drop(columns="emb"), want.drop(columns="emb"),
                                   check_like=True)
     np.testing.assert_array_equal(np.stack(got["emb"]), np.stack(want["emb"]))
+
+
+class _Recorder:
+    def __init__(self):
+        self.writes, self.ids = [], set()
+
+    def done_ids(self):
+        return set()
+
+    def write(self, items, rows):
+        self.writes.append([r["id"] for r in rows])
+
+    def close(self):
+        pass
+
+
+def test_local_engine_groups_cache_served_batches(tmp_path, monkeypatch):
+    from test_engine_ray_cached import Double, _items
+    from vlens.engine import LocalEngine
+    from vlens.engine.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    cold = _Recorder()
+    LocalEngine().run(Double(), _items(10), cold, cache=cache, batch_size=4, progress=False)
+    assert [len(w) for w in cold.writes] == [4, 4, 2]  # computed batches: written at once
+    monkeypatch.setattr(LocalEngine, "cached_group", 8)
+    warm = _Recorder()
+    s = LocalEngine().run(Double(), _items(13), warm, cache=cache, batch_size=4, progress=False)
+    # two all-cached batches grouped (8); a batch with a miss flushes what is held with it
+    assert [len(w) for w in warm.writes] == [8, 4, 1]
+    assert sorted(sum(warm.writes, [])) == [f"s{i:03d}" for i in range(13)]
+    assert (s.cached, s.computed) == (10, 3)
