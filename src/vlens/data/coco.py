@@ -52,6 +52,11 @@ def _need(cond: bool, path: Path, msg: str) -> None:
         raise DataError(f"{path}: {msg}")
 
 
+def _id(v: Any) -> bool:
+    """COCO ids are integers or strings (anything else, e.g. a list, cannot key a lookup)."""
+    return isinstance(v, int | str) and not isinstance(v, bool)
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -75,8 +80,8 @@ class CocoSource:
         _need(isinstance(anns, list), p, "'annotations' must be a list")
         cat_name: dict[Any, str] = {}
         for c in cats:
-            _need(isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str), p,
-                  f"category {str(c)[:80]} needs an id and a string name")
+            _need(isinstance(c, dict) and _id(c.get("id")) and isinstance(c.get("name"), str),
+                  p, f"category {str(c)[:80]} needs an integer/string id and a string name")
             _need(c["id"] not in cat_name, p, f"duplicate category id {c['id']!r}")
             cat_name[c["id"]] = c["name"]
         names = [cat_name[k] for k in sorted(cat_name, key=lambda k: (str(type(k)), k))]
@@ -86,16 +91,18 @@ class CocoSource:
         by_img: dict[Any, list[dict[str, Any]]] = {}
         img_ids: set[Any] = set()
         for im in imgs:
-            _need(isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str),
-                  p, f"image entry {str(im)[:80]} needs an id and a string file_name")
+            _need(isinstance(im, dict) and _id(im.get("id"))
+                  and isinstance(im.get("file_name"), str),
+                  p, f"image entry {str(im)[:80]} needs an integer/string id and a string "
+                  "file_name")
             _need(im["id"] not in img_ids, p, f"duplicate image id {im['id']!r}")
             img_ids.add(im["id"])
         for a in anns:
             _need(isinstance(a, dict), p, f"annotation {str(a)[:80]} is not an object")
             aid = a.get("id", "?")
-            _need(a.get("image_id") in img_ids, p,
+            _need(_id(a.get("image_id")) and a.get("image_id") in img_ids, p,
                   f"annotation {aid}: unknown image_id {a.get('image_id')!r}")
-            _need(a.get("category_id") in cat_name, p,
+            _need(_id(a.get("category_id")) and a.get("category_id") in cat_name, p,
                   f"annotation {aid}: unknown category_id {a.get('category_id')!r}")
             bb = a.get("bbox")
             _need(isinstance(bb, list) and len(bb) == 4 and all(_num(v) for v in bb)
