@@ -110,11 +110,6 @@ def test_server_faults_become_error_rows_then_resume_fills_them(tmp_path, small_
     assert_runs_equal(tmp_path / "again", ref)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: re-running explain on the same --out skips every id already in vlm.parquet, "
-    "error rows included (LocalEngine.run: done = sink.done_ids()), so VLM error rows from a "
-    "flaky server are never retried in place; only a new --out with the shared cache fills "
-    "them. Needs engine/pipeline to treat retryable error rows as not done."))
 def test_rerun_in_place_retries_vlm_error_rows(tmp_path, small_world, reference):
     ref, port = reference
     srv = ChatServer(JudgeBrain(plan=["500", "reset", "hang"]), port).start()
