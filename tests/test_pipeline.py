@@ -137,9 +137,11 @@ def test_explain_end_to_end_resume_and_cache(world, tmp_path):
     pd.testing.assert_frame_equal(
         run.vlm.drop(columns=["raw"]), run2.vlm.drop(columns=["raw"]))
 
-    # re-running on the same dir resumes: nothing is recomputed
+    # re-running on the same dir resumes: only the error rows are retried
     res3 = explain(adapter, source, tmp_path / "run", opts, cache=None)
-    assert res3.stats["saliency"].skipped == n and res3.stats["vlm"].skipped == n
+    for stage in ("predict", "saliency", "vlm"):
+        assert res3.stats[stage].skipped == n - 1 and res3.stats[stage].computed == 1, stage
+    assert len(load_run(tmp_path / "run").vlm) == n  # the retried row replaced the old one
 
 
 def test_explain_limit_and_method(world, tmp_path):

@@ -72,7 +72,7 @@ class TableSink:
         self._writes = 0
 
     def done_ids(self) -> set[str]:
-        return self.store.ids(self.table)
+        return self.store.ids(self.table, ok_only=True)
 
     def write(self, items: list[Row], rows: list[Row]) -> None:
         for name, fn in self.derived.items():

@@ -123,10 +123,17 @@ def scrub_secrets(obj: Any) -> Any:
 
 
 def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    """Arrow table of `df`; all-null columns (e.g. `error` in a batch without errors) are
+    stored as strings, so a table reads back with the same dtypes whatever mix of batches
+    (and of retried rows) produced it."""
     try:
-        return pa.Table.from_pandas(df, preserve_index=False)
+        t = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise StoreError(f"cannot store table: {e}") from e
+    for i, f in enumerate(t.schema):
+        if pa.types.is_null(f.type):
+            t = t.set_column(i, f.name, t.column(i).cast(pa.string()))
+    return t
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
@@ -226,10 +233,23 @@ class RunStore:
             df = df.drop_duplicates("id", keep="last").reset_index(drop=True)
         return df
 
-    def ids(self, name: str) -> set[str]:
-        """Ids already stored in `name` (reads only the id column)."""
-        df = self.read_table(name, columns=["id"])
-        return set() if df is None else set(df["id"].astype(str))
+    def ids(self, name: str, ok_only: bool = False) -> set[str]:
+        """Ids already stored in `name` (reads only the id and status columns).
+
+        `ok_only`: only ids with a successful row. Resume uses it, so error rows (a VLM
+        timeout, a server that was down) are retried in place by the next run; the retried
+        row replaces the error row when the table is finalized (latest row per id wins).
+        """
+        if not ok_only:
+            df = self.read_table(name, columns=["id"])
+            return set() if df is None else set(df["id"].astype(str))
+        try:
+            df = self.read_table(name, columns=["id", "status"])
+        except (KeyError, ValueError, StoreError):  # no status column: every row counts
+            return self.ids(name)
+        if df is None:
+            return set()
+        return set(df.loc[df["status"].fillna("ok") == "ok", "id"].astype(str))
 
     # ---- incremental tables ---------------------------------------------------------------
     def append(self, name: str, df: pd.DataFrame) -> Path | None:

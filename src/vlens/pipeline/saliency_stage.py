@@ -162,7 +162,7 @@ class ArtefactTableSink:
         self.store, self.table = store, table
 
     def done_ids(self) -> set[str]:
-        return self.store.ids(self.table)
+        return self.store.ids(self.table, ok_only=True)
 
     def write(self, items: list[Row], rows: list[Row]) -> None:
         out, files = [], {}

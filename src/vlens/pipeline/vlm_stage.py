@@ -173,7 +173,7 @@ class VLMTableSink:
         self.store, self.vocabulary = store, list(vocabulary)
 
     def done_ids(self) -> set[str]:
-        return self.store.ids("vlm")
+        return self.store.ids("vlm", ok_only=True)
 
     def write(self, items: list[Row], rows: list[Row]) -> None:
         ids = [r["id"] for r in rows]
