@@ -15,7 +15,8 @@ app = typer.Typer(
         "--out runs/x  ·  vlens serve runs/x  ·  vlens <command> --help for more."
     ),
 )
-world_app = typer.Typer(help="Generate the synthetic world with planted biases.", no_args_is_help=True)
+world_app = typer.Typer(help="Generate the synthetic world with planted biases.",
+                        no_args_is_help=True)
 vlm_app = typer.Typer(help="Check and train vision-language model backends.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(vlm_app, name="vlm")
