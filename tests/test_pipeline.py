@@ -14,46 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fakes import ColourVLM  # tests/ is on sys.path (rootdir import mode)
 from vlens.engine.cache import Cache
 from vlens.pipeline import ExplainOptions, explain
 from vlens.runs import load_run
-from vlens.vlm.base import CONTRASTIVE
-
-
-class ColourVLM:
-    """A contrastive 'VLM' whose image embedding is the mean RGB plus brightness; texts map
-    to fixed pseudo-random unit vectors. Deterministic, so results are comparable."""
-
-    name = "colour"
-    fingerprint = "colour-v1"
-    capabilities = frozenset({CONTRASTIVE})
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def embed_images(self, images):
-        self.calls += 1
-        feats = []
-        for im in images:
-            a = np.asarray(im.convert("RGB"), np.float32) / 255.0
-            f = np.array([*a.mean(axis=(0, 1)), (a.sum(-1) > 0.05).mean(), 1.0], np.float32)
-            feats.append(f / np.linalg.norm(f))
-        return np.stack(feats)
-
-    def embed_texts(self, texts):
-        out = []
-        for t in texts:
-            rng = np.random.default_rng(abs(hash(t)) % (2**32))
-            v = rng.normal(size=5).astype(np.float32)
-            out.append(v / np.linalg.norm(v))
-        return np.stack(out)
-
-    def score(self, images, concepts):
-        s = self.embed_images(images) @ self.embed_texts(concepts).T
-        return (s + 1) / 2
-
-    def ask(self, images, prompt, variables):  # pragma: no cover - not generative
-        raise AssertionError("not generative")
 
 
 class TinyCNN(torch.nn.Module):

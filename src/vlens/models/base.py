@@ -26,6 +26,9 @@ class Task(Protocol):
     """What kind of output a model produces and how to read it."""
 
     name: str  # "classification" | "detection" | "segmentation"
+    # True when `default_target` needs the model output (the saliency stage then runs one
+    # no-grad forward first); False when the prediction rows suffice (classification).
+    target_needs_output: bool
 
     def postprocess(
         self, output: Any, samples: Sequence[Sample], class_names: Sequence[str]

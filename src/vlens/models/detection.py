@@ -52,6 +52,7 @@ def greedy_match(pred_boxes: torch.Tensor, pred_labels: torch.Tensor | None,
 
 class DetectionTask:
     name = "detection"
+    target_needs_output = False  # default_target reads only the rows
 
     def __init__(self, score_thr: float = 0.5, iou_thr: float = 0.5) -> None:
         self.score_thr = float(score_thr)

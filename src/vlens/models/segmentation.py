@@ -53,6 +53,7 @@ def gt_map(mask: np.ndarray, label_idx: int | None) -> np.ndarray:
 
 class SegmentationTask:
     name = "segmentation"
+    target_needs_output = True  # default_target reads the output
 
     def __init__(self, background: int = 0) -> None:
         self.background = int(background)

@@ -41,6 +41,7 @@ class ClassificationTask:
     """
 
     name = "classification"
+    target_needs_output = False  # default_target reads only the rows
 
     def __init__(self, k: int = 5) -> None:
         self.k = k

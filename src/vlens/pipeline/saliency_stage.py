@@ -125,7 +125,11 @@ class SaliencyStage:
         adapter = self.adapter
         x = adapter.preprocess(images)
         preds = [it["prediction"] for it in items]
-        target = adapter.task.default_target(None, preds)
+        out = None
+        if getattr(adapter.task, "target_needs_output", True):  # e.g. segmentation masks
+            with torch.no_grad():
+                out = adapter.forward(x)
+        target = adapter.task.default_target(out, preds)
         maps = self.explainer.explain(adapter, x, target).detach()
         views = render_views(images, maps, alpha=self.alpha, beta=self.beta, output="array")
         extra: dict[str, list[float]] = {}

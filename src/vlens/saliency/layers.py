@@ -80,6 +80,15 @@ def auto_target_layer(module: nn.Module) -> str:
         return declared
     if isinstance(getattr(module, "layer4", None), nn.Module):
         return "layer4"
+    backbone = getattr(module, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        # torchvision detection/segmentation: the heads (rpn, roi_heads, classifier) emit
+        # lists/dicts, so the CAM layer is the last conv block of the backbone's body
+        body = getattr(backbone, "body", backbone)
+        prefix = "backbone.body." if body is not backbone else "backbone."
+        found = _find_conv_block(body, prefix)
+        if found is not None:
+            return found
     found = _find_transformer_block(module) or _find_conv_block(module)
     if found is None:
         raise ConfigError(
