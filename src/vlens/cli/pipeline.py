@@ -211,3 +211,30 @@ def bench_cmd(
                     for v in r.values()))
     console.print(t)
     console.print(f"results: {path}", highlight=False)
+
+
+@app.command("agreement")
+def agreement_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory (after explain)."),
+    human: Path | None = typer.Option(None, "--human", help="CSV of human focus scores "
+                                      "(columns: id, score on the judge's 0-5 scale)."),
+) -> None:
+    """How far to trust the judge: focus score vs saliency-on-object and vs human scores.
+
+    Example: vlens agreement runs/x --human ratings.csv
+    """
+    from vlens.pipeline.full import agreement
+
+    res = agreement(run_dir, human)
+    fe = res.get("focus_vs_energy")
+    if fe:
+        console.print(f"judge focus vs energy on object (n={fe['pearson']['n']}): "
+                      f"Pearson {fe['pearson']['r']:.3f}, Spearman {fe['spearman']['rho']:.3f}",
+                      highlight=False)
+    h = res.get("human")
+    if h:
+        console.print(f"judge vs human (n={h['n']}): Pearson {h['pearson']:.3f}, Spearman "
+                      f"{h['spearman']:.3f}, quadratic kappa {h['quadratic_kappa']:.3f}",
+                      highlight=False)
+    if not fe and not h:
+        console.print("no object masks in this dataset: pass --human to compare with people")

@@ -116,3 +116,25 @@ def demo(
         marker.write_text(want)
     return run("demo", f"manifest:{manifest}", out, options or ExplainOptions(), cache=cache,
                config={"command": "demo", "world": DEMO_CONFIG, "n": n, "seed": seed})
+
+
+def agreement(run_dir: str | Path, human_csv: str | Path | None = None) -> dict[str, Any]:
+    """How far to trust the judge: its focus score vs the true share of saliency energy on
+    the object (when the data has object masks) and vs human scores (a CSV: id, score).
+    Writes agreement.json beside the run's tables."""
+    from vlens.analysis.agreement import focus_vs_energy, human_agreement, read_human_scores
+    from vlens.runs import load_run
+
+    r = load_run(run_dir)
+    if r.vlm is None:
+        raise ConfigError(f"{run_dir} has no judge answers yet; run `vlens explain` first")
+    judge = r.vlm[r.vlm["status"] == "ok"].set_index("id")["focus_score"].astype(float)
+    out: dict[str, Any] = {"n_judged": int(len(judge))}
+    if r.saliency is not None and "energy_on_object" in r.saliency:
+        energy = r.saliency.set_index("id")["energy_on_object"].reindex(judge.index)
+        if energy.notna().sum() >= 3:
+            out["focus_vs_energy"] = focus_vs_energy(judge.to_numpy(), energy.to_numpy())
+    if human_csv is not None:
+        out["human"] = human_agreement(judge, read_human_scores(human_csv))
+    RunStore(run_dir).write_json("agreement.json", out)
+    return out
