@@ -45,6 +45,17 @@ def table(run: Path, name: str) -> pd.DataFrame | None:
     return pd.read_parquet(p).sort_values("id").reset_index(drop=True)
 
 
+def _norm(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as object with None for nulls: an all-null column reads back as `str` or
+    `object` depending on pandas' global string inference, which is not run content."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+            col = df[c].astype(object)
+            df[c] = col.where(col.notna(), None)
+    return df
+
+
 def assert_runs_equal(got: Path, want: Path, tables=TABLES, artefacts: bool = True) -> None:
     """Every table equal (sorted by id; no timing columns exist in them) and every saliency
     artefact byte-identical."""
@@ -54,8 +65,8 @@ def assert_runs_equal(got: Path, want: Path, tables=TABLES, artefacts: bool = Tr
         if a is None:
             continue
         assert a["id"].is_unique, f"{name}: duplicate ids"
-        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-6,
-                                      obj=name)
+        pd.testing.assert_frame_equal(_norm(a), _norm(b), check_exact=False, rtol=1e-5,
+                                      atol=1e-6, obj=name)
     if artefacts:  # hidden temp files are not artefacts (readers never see them)
         fa = {p.relative_to(got): p.read_bytes() for p in (Path(got) / "saliency").rglob("*")
               if p.is_file() and not p.name.startswith(".")}

@@ -1,6 +1,7 @@
 """A flaky judge server during a whole pipeline run (`openai:` backend, concept scores from
 the embedded VLM): what can be answered is, what cannot becomes an error row with the
-reason, and a later run against a healthy server fills the gaps, ending equal to a clean run.
+reason, and a later run against a healthy server (same --out, or a new one sharing the
+cache) fills the gaps, asking only for them, and ends equal to a clean run.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def test_server_faults_become_error_rows_then_resume_fills_them(tmp_path, small_
 
 
 def test_rerun_in_place_retries_vlm_error_rows(tmp_path, small_world, reference):
+    """Re-running into the same --out after an outage asks again for exactly the samples
+    that failed, and ends equal to a clean run (error rows are not 'done')."""
     ref, port = reference
     srv = ChatServer(JudgeBrain(plan=["500", "reset", "hang"]), port).start()
     out = tmp_path / "run"
@@ -119,11 +122,13 @@ def test_rerun_in_place_retries_vlm_error_rows(tmp_path, small_world, reference)
     finally:
         srv.stop()
     assert (table(out, "vlm")["status"] == "error").sum() == 3
-    srv = ChatServer(JudgeBrain(), port).start()
+    brain = JudgeBrain()
+    srv = ChatServer(brain, port).start()
     try:
         explain("demo", f"manifest:{small_world}", out, _opts(openai_vlm(srv.base_url)))
     finally:
         srv.stop()
+    assert sum(brain.hits.values()) == 3
     assert_runs_equal(out, ref)
 
 
