@@ -203,12 +203,13 @@ def bench_cmd(
                                  seed=seed, options=opts, cache=store_cache))
     path = write_results(results, out / "bench.json")
     rows = summary_rows(results)
-    t = Table(title="vlens bench")
-    for col in rows[0]:
-        t.add_column(col)
+    t = Table(title="vlens bench (one column per world)")
+    t.add_column("metric")
     for r in rows:
-        t.add_row(*("-" if v is None else f"{v:.3f}" if isinstance(v, float) else escape(str(v))
-                    for v in r.values()))
+        t.add_column(escape(str(r["config"])), justify="right")
+    for key in [k for k in rows[0] if k != "config"]:
+        t.add_row(key, *("-" if r[key] is None else f"{r[key]:.3f}"
+                         if isinstance(r[key], float) else escape(str(r[key])) for r in rows))
     console.print(t)
     console.print(f"results: {path}", highlight=False)
 
