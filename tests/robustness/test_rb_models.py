@@ -31,6 +31,7 @@ def _evil(path, marker) -> None:
         pickle.dump({"features.0.weight": _Payload(str(marker))}, f, protocol=2)
 
 
+@pytest.mark.slow  # a CLI subprocess: ~20 s on a busy 2-core box
 def test_pickle_payloads_never_run(tmp_path, small_world):
     marker = tmp_path / "PWNED"
     data = f"manifest:{small_world}"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image, ImageDraw
 from rb_helpers import (
@@ -40,6 +41,7 @@ def _all_bytes(*roots: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for r in roots for p in Path(r).rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # a CLI subprocess: ~20 s on a busy 2-core box
 def test_api_key_never_written_or_printed(tmp_path):
     manifest = make_world(tmp_path / "w", n=8, seed=2)
     brain = JudgeBrain(plan=["429", "500_once", "refusal", "schema"])
