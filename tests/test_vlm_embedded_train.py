@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from vlens.vlm.embedded import vocab as V
 from vlens.vlm.embedded.data import balanced_config, captions_for, make_views
-from vlens.vlm.embedded.train import multi_positive_loss
+from vlens.vlm.embedded.train import augment, multi_positive_loss
 
 
 def _img(**kw):
@@ -101,6 +101,23 @@ def test_train_embedded_cli_writes_loadable_weights(tmp_path):
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["n"] == 256 and cfg["train"]["epochs"] == 1
+    assert cfg["train"]["steps"] == 4 and cfg["train"]["device"] == "cpu"
+    assert cfg["train"]["family_weights"] == {"shape": 4.0, "size": 2.0}
     vlm = EmbeddedVLM(out)
     e = vlm.embed_images([np.zeros((64, 64, 3), np.uint8)])
     assert e.shape == (1, 384)
+
+
+def test_augment_flips_and_shifts_without_losing_the_object():
+    x = torch.zeros(16, 3, 10, 10)
+    x[:, :, 4, 2] = 1.0  # one bright pixel at row 4, column 2
+    rng = np.random.default_rng(0)
+    flipped = augment(x, rng, shift=0)
+    cols = {int(torch.nonzero(im[0])[0, 1]) for im in flipped}
+    assert cols == {2, 7}  # kept or mirrored, nothing else
+    assert torch.equal(flipped.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    moved = augment(x, np.random.default_rng(1), shift=2)
+    assert moved.shape == x.shape
+    for im in moved:
+        (r, c), = torch.nonzero(im[0]).tolist()
+        assert abs(r - 4) <= 2 and min(abs(c - 2), abs(c - 7)) <= 2

