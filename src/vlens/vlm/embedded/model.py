@@ -1,7 +1,7 @@
 """The image tower of the embedded VLM: a small CNN from 64x64 RGB to a 384-d unit vector.
 
 Written here (not taken from timm/torchvision) because the tower must be tiny enough to train
-on one GPU in minutes (or two CPU cores in well under an hour) and to ship with the
+on one GPU in minutes (an estimated 15-60 minutes on two CPU cores) and to ship with the
 package: ~0.5 M parameters, ~2 MB.
 Weights are stored with safetensors plus a JSON config; nothing is ever unpickled.
 """
