@@ -104,3 +104,59 @@ def test_resume_sweeps_temp_files_of_killed_writes(tmp_path, small_world, clean_
                                                                   batch_size=4))
     assert_runs_equal(out, clean_run)
     assert list(out.rglob("*.tmp")) == []
+
+
+def _run_child(manifest: str, out: str) -> None:
+    import torch
+
+    from vlens.pipeline import run
+
+    torch.set_num_threads(1)
+    run("demo", f"manifest:{manifest}", out, ExplainOptions(progress=False, batch_size=4))
+
+
+def _findings(run_dir: Path) -> dict:
+    import json
+
+    f = json.loads((run_dir / "findings.json").read_text())
+    f["run"].pop("name")
+    return f
+
+
+@pytest.mark.slow
+def test_sigkill_during_analysis_and_report_then_resume(tmp_path, small_world):
+    """`vlens run` killed just after explain (analysis starting), after findings.json (report
+    being built) and inside the report's image copies: the re-run writes the same findings
+    and a complete report; no half-written findings.json or index.html is ever visible."""
+    from vlens.pipeline import run
+
+    ref = tmp_path / "ref"
+    run("demo", f"manifest:{small_world}", ref, ExplainOptions(progress=False, batch_size=4))
+    out = tmp_path / "killed"
+    ctx = mp.get_context("fork")
+    points = [lambda: (out / "explain_stats.json").exists(),
+              lambda: (out / "findings.json").exists(),
+              lambda: (out / "report").exists()]
+    for i, hit in enumerate(points):
+        proc = ctx.Process(target=_run_child, args=(str(small_world), str(out)))
+        proc.start()
+        deadline = time.monotonic() + 120
+        while proc.is_alive() and not hit():
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(30)
+        _check_readable(out)
+        if (out / "findings.json").exists():
+            _findings(out)  # parses: never a torn JSON file
+        index = out / "report" / "index.html"
+        if index.exists():
+            assert index.read_text(encoding="utf-8").rstrip().endswith("</html>"), i
+    res = run("demo", f"manifest:{small_world}", out, ExplainOptions(progress=False,
+                                                                    batch_size=4))
+    assert _findings(out) == _findings(ref)
+    assert_runs_equal(out, ref)
+    got = sorted(p.relative_to(out / "report") for p in (out / "report").rglob("*")
+                 if not p.name.startswith("."))
+    want = sorted(p.relative_to(ref / "report") for p in (ref / "report").rglob("*"))
+    assert got == want and res.report.read_text(encoding="utf-8").rstrip().endswith("</html>")
