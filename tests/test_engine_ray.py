@@ -42,7 +42,9 @@ def test_ray_equals_local_with_cache_and_resume(tmp_path, ray_session):
         pd.testing.assert_frame_equal(_sorted(getattr(got, table)), _sorted(getattr(want, table)))
     assert r1.accuracy == local.accuracy
     assert cache.stats()["entries"] == 45  # workers wrote the shared cache
-    # the same run dir again: nothing reaches Ray at all
+    # the same run dir again: ok rows are skipped, only the 3 error rows are retried
     r3 = run_predict(ColourAdapter(), src, tmp_path / "ray", batch_size=8, cache=cache,
                      engine=eng, progress=False)
-    assert (r3.stats.skipped, r3.stats.computed, r3.stats.cached) == (48, 0, 0)
+    assert (r3.stats.skipped, r3.stats.computed, r3.stats.cached) == (45, 3, 0)
+    pd.testing.assert_frame_equal(_sorted(load_run(tmp_path / "ray").predictions),
+                                  _sorted(want.predictions))
