@@ -148,9 +148,9 @@ def _val(row: pd.Series, col: str) -> object:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return None
     if isinstance(v, np.generic):
-        v = v.item()
+        v = v.item()  # np.float32 is not a float subclass: NaN only shows up after this
     if isinstance(v, float):
-        return round(v, 4)
+        return round(v, 4) if math.isfinite(v) else None
     if isinstance(v, list | tuple | np.ndarray):
         return [str(x) for x in v]
     return v if isinstance(v, bool | int) else str(v)
