@@ -66,21 +66,23 @@ def test_contrastive_rule_exact_scores():
     vlm = FakeContrastive(TABLE)
     views = [view("on_object", 20), view("scattered", 75), view("sigmoid", 30), view("black", 0)]
     rows = judge(vlm, views, ["cat"] * 4, CLASSES, rule=RULE)
-    # q = 1, area .2 -> g = 1
+    # p = softmax(log-odds(s)); odds: cat 1.5, dog 1/9, grass .25, empty 1/9 -> q = 1, g = 1
     assert rows[0]["focus_score"] == 5.0 and rows[0]["object_visible"] == "full"
     assert rows[0]["distractors"] == []
-    # q = .2/.5 = .4, area .75 -> g = (1-.75)/.5 = .5 -> 5 * .4 * .5 = 1.0
-    assert rows[1]["focus_score"] == 1.0 and rows[1]["object_visible"] == "none"
-    assert rows[1]["distractors"] == ["dog", "grass"]
-    # unnormalised (sigmoid) scores: p = s / 2.0, q = .6/.9 -> 3.33, partial
-    assert rows[2]["focus_score"] == 3.33 and rows[2]["object_visible"] == "partial"
-    assert rows[2]["distractors"] == ["dog", "grass"]
+    # odds: cat 1/4, dog 1, grass 1/3, empty 1/19 -> q = .25; area .75 -> g = .5 -> 0.625
+    assert rows[1]["focus_score"] == pytest.approx(0.62, abs=0.011)
+    assert rows[1]["object_visible"] == "none"
+    assert rows[1]["distractors"] == ["dog", "grass"]  # p_j >= .5 * p_cat
+    # odds: cat 1.5, dog 9, grass 2/3, empty 1/9 -> q = 1.5 / 9 -> 0.83, dog the distractor
+    assert rows[2]["focus_score"] == 0.83 and rows[2]["object_visible"] == "none"
+    assert rows[2]["distractors"] == ["dog"]  # grass: 2/3 < .5 * 1.5
     # nothing visible: g = 0 whatever the scores say
     assert rows[3]["focus_score"] == 0.0 and rows[3]["object_visible"] == "none"
     assert all(r["status"] == "ok" and r["judge_method"] == "contrastive_rule" for r in rows)
     assert rows[0]["description"] == "shows: cat 0.60, grass 0.20, dog 0.10"
-    assert rows[1]["justification"] == ("'cat' scores 0.40 of the best concept (dog 0.50); "
-                                        "visible area 75% (area factor 0.50)")
+    p_dog = 1 / (1 / 4 + 1 + 1 / 3 + 1 / 19)
+    assert rows[1]["justification"] == (f"'cat' scores 0.25 of the best concept (dog "
+                                        f"{p_dog:.2f}); visible area 75% (area factor 0.50)")
     assert vlm.calls == [["cat", "dog", "grass", "an empty black image"]]
 
 

@@ -8,8 +8,11 @@ did not attend to is black) matches its *predicted* class (never the label):
   (`ContrastiveRule`):
 
   K = [predicted] + class names + background concepts, s = vlm.score(view, K),
-  p = s / sum(s) (identity for softmax backends), q = p_pred / max_j p_j  (1 when the
-  predicted class is the best-matching concept of the view),
+  p = softmax(logit(s) / temperature): for sigmoid-calibrated backends (embedded, SigLIP)
+  a CLIP-style softmax over the calibrated logits; for softmax backends (CLIP) close to
+  renormalising s. (Normalising s directly was measured to carry no signal on the world:
+  a mostly black view drives every sigmoid score towards 0 and their shares become noise.)
+  q = p_pred / max_j p_j  (1 when the predicted class is the best-matching concept),
   a = fraction of non-black pixels (max channel > `black_level`),
   g(a) = 0 if a < min_area (nothing visible); 1 if a <= max_area;
          (1 - a) / (1 - max_area) above it (attention spread over the image is scattered),
@@ -51,6 +54,7 @@ class ContrastiveRule:
     max_area: float = 0.5
     black_level: int = 8
     distractor_ratio: float = 0.5
+    temperature: float = 1.0
     max_distractors: int = 3
     top_k: int = 3
 
@@ -117,7 +121,11 @@ def judge_contrastive(
         K = _dedupe([pred, *class_names, *rule.background])
         s = np.asarray(vlm.score([masked_views[i] for i in idx], K), dtype=np.float64)
         for row_i, i in enumerate(idx):
-            p = s[row_i] / max(s[row_i].sum(), 1e-12)
+            z = np.log(np.clip(s[row_i], 1e-6, 1 - 1e-6))
+            z -= np.log1p(-np.clip(s[row_i], 1e-6, 1 - 1e-6))
+            z = z / rule.temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
             q = float(p[0] / max(p.max(), 1e-12))
             a = visible_fraction(masked_views[i], rule.black_level)
             g = area_factor(a, rule)
