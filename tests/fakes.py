@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from vlens.vlm.base import CONTRASTIVE
@@ -30,7 +32,7 @@ class ColourVLM:
     def embed_texts(self, texts):
         out = []
         for t in texts:
-            rng = np.random.default_rng(abs(hash(t)) % (2**32))
+            rng = np.random.default_rng(zlib.crc32(t.encode()))  # same in every process
             v = rng.normal(size=5).astype(np.float32)
             out.append(v / np.linalg.norm(v))
         return np.stack(out)

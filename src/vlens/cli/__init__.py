@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from vlens.cli.apps import app
 from vlens.errors import VlensError
@@ -30,8 +31,11 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except VlensError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+    except OSError as e:  # disk full, permission denied...: one line, not a traceback
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as e:  # click's usage errors arrive here in non-standalone mode
