@@ -84,14 +84,10 @@ def test_sigkill_many_times_then_resume_equals_clean(tmp_path):
     assert kills == MAX_KILLS, f"only {kills} kills landed before the run finished"
     assert_accounted(out, set(table(ref, "samples")["id"].astype(str)))
     assert_runs_equal(out, ref)
-    orphans = list(out.rglob("*.tmp"))  # see the xfail below: not swept, but never read
+    orphans = list(out.rglob("*.tmp"))  # never read; swept by the next resume (test below)
     print(f"orphan temp files left by kills: {len(orphans)}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/store: temp files of writes a kill interrupted (.<name>.<rand>.tmp beside views, "
-    "maps and parts) are never swept on resume, so every crash can leak disk; readers do "
-    "ignore them. Needs RunStore (or the resume path) to delete stale dot-.tmp files."))
 def test_resume_sweeps_temp_files_of_killed_writes(tmp_path, small_world, clean_run):
     import shutil
 

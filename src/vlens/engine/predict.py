@@ -228,6 +228,7 @@ def run_predict(
         raise ConfigError("--limit must be >= 0")
     eng = ENGINES.create(engine, **dict(engine_options or {}))  # bad names fail before any write
     store = RunStore(out)
+    store.sweep_temp()  # leftovers of writes a crash interrupted
     class_names = list(getattr(source, "class_names", None) or adapter.class_names)
     stage = PredictStage(adapter, class_names, loader=loader)
     previous = store.read_config()

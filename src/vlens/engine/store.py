@@ -161,6 +161,17 @@ class RunStore:
             raise StoreError(f"run directory not found: {self.path}")
 
     # ---- config -------------------------------------------------------------------------
+    def sweep_temp(self) -> int:
+        """Delete temp files (``.<name>.<random>.tmp``) that writes interrupted by a crash
+        left behind; returns how many. Readers never pick them up, but each crash would
+        otherwise leak disk. Call it when a run (re)starts: one writer per run directory."""
+        n = 0
+        for p in self.path.rglob(".*.tmp"):
+            if p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
     def write_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Write config.yaml without secrets; returns what was written."""
         clean = scrub_secrets(dict(config))
