@@ -361,7 +361,8 @@ def test_loads_from_hub_cache_offline(tmp_path):
 
 def test_judge_and_ground_with_hf_clip(clip):
     """The contrastive judge rule runs on a real CLIP backend: a fully black view scores 0,
-    visible views get a score in [0, 5] equal to the rule applied to the backend's scores."""
+    visible views get a score in [0, 5] equal to the rule applied to the backend's scores
+    (softmax over their log-odds, as documented in `vlens.vlm.judge`)."""
     from vlens.vlm.judge import ContrastiveRule, ground, judge
 
     rule = ContrastiveRule(background=("grass", "water"))
@@ -375,8 +376,10 @@ def test_judge_and_ground_with_hf_clip(clip):
     assert rows[0]["focus_score"] == 0.0 and rows[0]["object_visible"] == "none"
     for i, pred in ((1, "dog"), (2, "cat")):
         other = "cat" if pred == "dog" else "dog"
-        s = clip.score([views[i]], [pred, other, "grass", "water"])[0]
-        assert rows[i]["focus_score"] == round(5 * float(s[0] / s.max()), 2)  # area 25%: g=1
+        s = clip.score([views[i]], [pred, other, "grass", "water"])[0].astype(np.float64)
+        z = np.log(s) - np.log1p(-s)  # the rule's softmax over log-odds
+        p = np.exp(z - z.max())
+        assert rows[i]["focus_score"] == round(5 * float(p[0] / p.max()), 2)  # area 25%: g=1
         assert "visible area 25%" in rows[i]["justification"]
     assert all(r["judge_backend"] == clip.name and r["status"] == "ok" for r in rows)
     assert rows[2]["description"].startswith("shows: ")
