@@ -3,7 +3,6 @@
 # headless Chromium for the browser tests (when run as root and it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --upgrade pip >/dev/null
 python3 -m pip install -e ".[dev]"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
