@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import torch
 
 from vlens.vlm.base import CONTRASTIVE
 
@@ -43,3 +44,17 @@ class ColourVLM:
 
     def ask(self, images, prompt, variables):  # pragma: no cover - not generative
         raise AssertionError("not generative")
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))

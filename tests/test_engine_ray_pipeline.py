@@ -1,71 +1,24 @@
 """The whole per-sample pipeline (predict -> saliency -> VLM) on Ray equals the local engine.
 
-A small generated world, a tiny CNN and a deterministic contrastive stand-in VLM (its text
-vectors come from sha256, not `hash()`, so every Ray worker process computes the same ones).
+A small generated world, a tiny CNN and the deterministic contrastive stand-in VLM of
+tests/fakes.py (its text vectors are crc32-seeded, so every Ray worker computes the same ones).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from fakes import ColourVLM, TinyCNN  # tests/ is on sys.path (rootdir import mode)
 from vlens.engine.cache import Cache
 from vlens.pipeline import ExplainOptions, explain
 from vlens.runs import load_run
-from vlens.vlm.base import CONTRASTIVE
 
 ray = pytest.importorskip("ray")
 
 TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding", "embeddings")
-
-
-class HashVLM:
-    """Contrastive stand-in: image embedding = colour statistics, text = sha256-seeded."""
-
-    name = "hash"
-    fingerprint = "hash-v1"
-    capabilities = frozenset({CONTRASTIVE})
-
-    def embed_images(self, images):
-        feats = []
-        for im in images:
-            a = np.asarray(im.convert("RGB"), np.float32) / 255.0
-            f = np.array([*a.mean(axis=(0, 1)), (a.sum(-1) > 0.05).mean(), 1.0], np.float32)
-            feats.append(f / np.linalg.norm(f))
-        return np.stack(feats)
-
-    def embed_texts(self, texts):
-        out = []
-        for t in texts:
-            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little")
-            v = np.random.default_rng(seed).normal(size=5).astype(np.float32)
-            out.append(v / np.linalg.norm(v))
-        return np.stack(out)
-
-    def score(self, images, concepts):
-        return (self.embed_images(images) @ self.embed_texts(concepts).T + 1) / 2
-
-    def ask(self, images, prompt, variables):  # pragma: no cover - not generative
-        raise AssertionError("not generative")
-
-
-class TinyCNN(torch.nn.Module):
-    def __init__(self, n_classes: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
-        )
-        self.head = torch.nn.Linear(8, n_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +27,8 @@ def ray_session():
 
     from ray import cloudpickle
 
-    # workers cannot import this test module: ship its classes (HashVLM, TinyCNN) by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # workers cannot import the tests' helper module: ship its classes by value
+    cloudpickle.register_pickle_by_value(sys.modules[ColourVLM.__module__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              ignore_reinit_error=True)
     yield
@@ -102,7 +55,7 @@ def test_ray_pipeline_equals_local_with_cache_and_resume(tmp_path, ray_session):
                            mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
     def go(out, engine, cache=None):
-        opts = ExplainOptions(vlm=HashVLM(), batch_size=8, progress=False, engine=engine,
+        opts = ExplainOptions(vlm=ColourVLM(), batch_size=8, progress=False, engine=engine,
                               engine_options={"num_workers": 1} if engine == "ray" else None)
         return explain(adapter, source, tmp_path / out, opts, cache=cache)
 

@@ -11,27 +11,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from fakes import ColourVLM  # tests/ is on sys.path (rootdir import mode)
+from fakes import ColourVLM, TinyCNN  # tests/ is on sys.path (rootdir import mode)
 from vlens.engine.cache import Cache
 from vlens.pipeline import ExplainOptions, explain
 from vlens.runs import load_run
-
-
-class TinyCNN(torch.nn.Module):
-    def __init__(self, n_classes: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
-        )
-        self.head = torch.nn.Linear(8, n_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
 
 
 @pytest.fixture(scope="module")
