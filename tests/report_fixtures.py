@@ -12,6 +12,7 @@ a concept name, an image file name and the narrative, for the escaping tests.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image, ImageDraw
 
 SCRIPT = "<script>window.__pwned=1</script>"
@@ -317,6 +319,23 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
+                       "(apt-get install chromium); browser tests need the system Chromium"),
+]
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+
+
+def chromium_browser():
+    """The system Chromium under Playwright (never a downloaded browser); use as
+    ``browser = pytest.fixture(scope="module")(chromium_browser)``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 def free_port() -> int:

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from report_fixtures import CHROMIUM, CHROMIUM_ARGS, IMG_ONERROR, JS_URL, SCRIPT, make_run
+from report_fixtures import (
+    BROWSER_MARKS,
+    IMG_ONERROR,
+    JS_URL,
+    SCRIPT,
+    SHOTS,
+    chromium_browser,
+    make_run,
+)
 from vlens.report import build_report
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
-                       "(apt-get install chromium); browser tests need the system Chromium"),
-]
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+pytestmark = BROWSER_MARKS
+browser = pytest.fixture(scope="module")(chromium_browser)
 
 
 @pytest.fixture(scope="module")

@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from report_fixtures import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+    BROWSER_MARKS,
     IMG_ONERROR,
     JS_URL,
     SCRIPT,
+    SHOTS,
     LiveServer,
+    chromium_browser,
     make_run,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
-                       "(apt-get install chromium); browser tests need the system Chromium"),
-]
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+pytestmark = BROWSER_MARKS
+browser = pytest.fixture(scope="module")(chromium_browser)
 
 
 @pytest.fixture(scope="module")
