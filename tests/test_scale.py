@@ -70,11 +70,12 @@ def test_vlm_stage_encodes_each_image_once_and_restores_backend(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from test_engine_ray_pipeline import HashVLM
+    from fakes import ColourVLM
     from vlens.pipeline.vlm_stage import VLMStage
 
-    class Counting(HashVLM):
+    class Counting(ColourVLM):
         def __init__(self):
+            super().__init__()
             self.encoded = 0
 
         def embed_images(self, images):
@@ -96,10 +97,10 @@ def test_vlm_stage_encodes_each_image_once_and_restores_backend(tmp_path):
     assert vlm.encoded == 8  # 4 images + 4 views, each once (unmemoized: 4 passes per view)
     assert "embed_images" not in vlm.__dict__  # the backend is left as it was
     with Image.open(tmp_path / "img1.png") as im:
-        want = HashVLM().score([im.convert("RGB")], vocab)[0]
+        want = ColourVLM().score([im.convert("RGB")], vocab)[0]
     np.testing.assert_allclose(rows[1]["_concepts"], want, rtol=1e-6)
     with Image.open(tmp_path / "view2.png") as im:
-        want = HashVLM().score([im.convert("RGB")], vocab)[0]
+        want = ColourVLM().score([im.convert("RGB")], vocab)[0]
     np.testing.assert_allclose(rows[2]["_grounding"], want, rtol=1e-6)
 
 
