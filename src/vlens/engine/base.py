@@ -86,7 +86,8 @@ class TableSink:
 
     def close(self) -> None:
         for name in [*self.derived, self.table]:
-            self.store.finalize(name)
+            if self.store.has_parts(name):  # a fully resumed run has nothing to compact
+                self.store.finalize(name)
 
 
 # ---- helpers shared by engines -------------------------------------------------------------

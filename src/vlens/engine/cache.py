@@ -4,8 +4,9 @@ Backed by SQLite in WAL mode: one file, no server, readers never block the write
 several processes (two `vlens` commands, Ray workers on one host) can share it. Writes are
 short ``BEGIN IMMEDIATE`` transactions of ``INSERT OR REPLACE`` with a generous busy
 timeout, so concurrent writers queue instead of failing. Values are rows serialised with a
-safe codec (JSON; numpy arrays via ``np.save(allow_pickle=False)``) — never pickle, so a
-cache file from elsewhere cannot execute code.
+safe codec (JSON; numeric numpy arrays as dtype + shape + raw bytes, others via
+``np.save(allow_pickle=False)``) — never pickle, so a cache file from elsewhere cannot
+execute code.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ def default_cache_dir() -> Path:
 
 
 # ---- codec --------------------------------------------------------------------------------
+_RAW_KINDS = "biuf"  # plain numeric dtypes: stored as raw bytes (np.load per array is slow)
+
+
 def _enc(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             return [_enc(v) for v in obj.tolist()]
+        if obj.dtype.kind in _RAW_KINDS:
+            return {"__raw__": [obj.dtype.str, list(obj.shape),  # tobytes: C order
+                                base64.b64encode(obj.tobytes()).decode("ascii")]}
         buf = io.BytesIO()
         np.save(buf, obj, allow_pickle=False)
         return {"__nd__": base64.b64encode(buf.getvalue()).decode("ascii")}
@@ -57,6 +64,8 @@ def _enc(obj: Any) -> Any:
 
 def _dec(obj: Any) -> Any:
     if isinstance(obj, dict):
+        if "__raw__" in obj and len(obj) == 1:
+            return _dec_raw(obj["__raw__"])
         if "__nd__" in obj and len(obj) == 1:
             return np.load(io.BytesIO(base64.b64decode(obj["__nd__"])), allow_pickle=False)
         if "__b__" in obj and len(obj) == 1:
@@ -67,6 +76,19 @@ def _dec(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_dec(v) for v in obj]
     return obj
+
+
+def _dec_raw(spec: Any) -> np.ndarray:
+    """[dtype, shape, base64 bytes] -> array; only plain numeric dtypes are accepted."""
+    try:
+        dtype, shape, data = spec
+        dt = np.dtype(str(dtype))
+        if dt.kind not in _RAW_KINDS:
+            raise ValueError(f"dtype {dt} not allowed")
+        arr = np.frombuffer(base64.b64decode(data), dtype=dt).reshape([int(n) for n in shape])
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"corrupt array in cache entry: {e}") from None
+    return arr.copy()  # writable, like np.load's
 
 
 def encode_row(row: Mapping[str, Any]) -> bytes:

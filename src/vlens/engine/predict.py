@@ -256,13 +256,52 @@ def run_predict(
         stage, _items(source, limit), sink, cache=cache, batch_size=batch_size,
         total=n_total, progress=progress,
     )
-    preds = store.read_table("predictions")
-    summary = summarize(preds)
+    summary = summarize_table(store, "predictions")
     store.write_json("predict_summary.json", {**summary, "stats": stats.__dict__})
     return PredictResult(
         out=Path(out), stats=stats, n=summary["n"], accuracy=summary["accuracy"],
         errors=summary["errors"], summary=summary,
     )
+
+
+SUMMARY_COLUMNS = ("id", "status", "error", "correct")
+
+
+def summarize_table(store: RunStore, name: str = "predictions") -> dict[str, Any]:
+    """`summarize` of a stored table, streamed: reads only the summary columns of the
+    compacted file in record batches, so memory does not grow with the table. Pending parts
+    (a table not finalized) need dedup by id and go through `summarize` in memory."""
+    import pyarrow.parquet as pq
+
+    path = store.table_path(name)
+    if store.has_parts(name) or not path.exists():
+        return summarize(store.read_table(name))
+    pf = pq.ParquetFile(path)
+    cols = [c for c in SUMMARY_COLUMNS[1:] if c in pf.schema_arrow.names]
+    n = errors = n_correct = n_labelled = 0
+    reasons: dict[str, int] = {}
+    for rb in pf.iter_batches(batch_size=65_536, columns=cols or None):
+        df = rb.to_pandas()
+        n += len(df)
+        if "status" not in df:
+            continue
+        ok = df["status"] == "ok"
+        if "correct" in df:
+            c = df.loc[ok, "correct"].dropna()
+            n_correct += float(c.astype(float).sum())
+            n_labelled += len(c)
+        err = df[df["status"] == "error"]
+        errors += len(err)
+        if "error" in err:
+            for k, v in err["error"].astype(str).str.split(":").str[0].value_counts().items():
+                reasons[str(k)] = reasons.get(str(k), 0) + int(v)
+    acc = n_correct / n_labelled if n_labelled else None
+    return {
+        "n": int(n),
+        "accuracy": None if acc is None or math.isnan(acc) else acc,
+        "errors": int(errors),
+        "error_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def summarize(preds: Any) -> dict[str, Any]:

@@ -221,6 +221,10 @@ class RunStore:
                 found.append((int(m.group(1)), p))
         return [p for _, p in sorted(found)]
 
+    def has_parts(self, name: str) -> bool:
+        """Whether table `name` has parts not yet compacted (finalize would do work)."""
+        return bool(self._part_files(name))
+
     def has_table(self, name: str) -> bool:
         return self.table_path(name).exists() or bool(self._part_files(name))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from vlens.engine.cache import Cache
-from vlens.engine.store import RunStore
+from vlens.engine.store import RunStore, atomic_write_bytes
 from vlens.errors import ConfigError
 from vlens.pipeline.run import ExplainOptions, explain
 
@@ -30,19 +31,99 @@ class RunResult:
                 f"findings={len(self.findings)}, slices={len(self.slices)})")
 
 
-def analyze_run(run_dir: str | Path, vlm: Any = None, **config: Any) -> dict[str, Any]:
+ANALYSIS_TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding",
+                   "embeddings")
+ANALYSIS_CODE = ("vlens.analysis", "vlens.pipeline.hooks", "vlens.pipeline.vlm_hooks",
+                 "vlens.vlm.judge")
+ANALYSIS_FP = "analysis/1"  # cache fingerprint of whole findings.json results
+DIGEST_FILE = "findings.digest"  # beside findings.json: the digest it was computed from
+
+
+def analysis_digest(run_dir: str | Path, vlm: Any = None, **config: Any) -> str:
+    """What findings.json depends on: the run's tables (bytes), the analysis config, the VLM
+    used by the hooks (fingerprint), the vlens version and the analysis code itself."""
+    import vlens
+    from vlens.engine.digest import code_digest, inputs_digest
+
+    return inputs_digest(run_dir, ANALYSIS_TABLES, extra={
+        "config": config, "vlm": getattr(vlm, "fingerprint", None) if vlm is not None else None,
+        "version": getattr(vlens, "__version__", "?"), "code": code_digest(ANALYSIS_CODE),
+    })
+
+
+def _own_run_info(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A cached result names the run it was computed for: rename it to this one."""
+    info = data.get("run")
+    if isinstance(info, dict) and "name" in info:
+        data = {**data, "run": {**info, "name": run_dir.name}}
+    return data
+
+
+def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None,
+                **config: Any) -> dict[str, Any]:
     """Run the dataset-level analysis on a run dir; writes and returns findings.json.
 
     With a contrastive or generative `vlm`, UtilityK is measured too (explanation vs image).
+
+    Skipped when its inputs did not change: findings.json is keyed by `analysis_digest`
+    (stored in findings.digest), so re-running on the same run dir reads it back, and a new
+    run dir with the same tables gets the result from `cache` without any VLM call.
     """
     from vlens.analysis import AnalysisConfig, AnalysisInput, Hooks, analyze
     from vlens.pipeline.hooks import utility_answers
 
-    hooks = Hooks(utility=utility_answers(run_dir, vlm) if vlm is not None else None)
-    res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config), hooks)
-    data = res.to_dict()
-    RunStore(run_dir).write_json("findings.json", data)
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    digest = analysis_digest(run_dir, vlm, **config)
+    dfile = run_dir / DIGEST_FILE
+    if dfile.is_file() and dfile.read_text().strip() == digest:
+        data = store.read_json("findings.json")
+        if isinstance(data, dict):
+            return data
+    data = None
+    if cache is not None:
+        hit = cache.get_many(ANALYSIS_FP, [digest]).get(digest)
+        if hit is not None:
+            data = _own_run_info(hit["findings"], run_dir)
+    if data is None:
+        hooks = Hooks(utility=utility_answers(run_dir, vlm, cache=cache)
+                      if vlm is not None else None)
+        res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config), hooks)
+        # through JSON once, so what is returned equals what a later run reads back
+        data = json.loads(json.dumps(res.to_dict(), default=str))
+        if cache is not None:
+            cache.put_many(ANALYSIS_FP, {digest: {"findings": data}})
+    # findings first, then the digest: a crash between the two only redoes the analysis
+    store.write_json("findings.json", data)
+    atomic_write_bytes(dfile, digest.encode())
     return data
+
+
+REPORT_CODE = ("vlens.report",)
+REPORT_DIGEST_FILE = "report.digest"
+
+
+def report_run(run_dir: str | Path) -> Path:
+    """Build report/index.html unless the one there was built from the same inputs.
+
+    Keyed by the findings (and their digest), config.yaml and the report code; the tables
+    it reads are part of the findings digest. Returns the report's path either way.
+    """
+    from vlens.engine.digest import code_digest, inputs_digest
+    from vlens.report import build_report
+
+    run_dir = Path(run_dir)
+    digest = inputs_digest(run_dir, ("saliency",),
+                           files=("findings.json", DIGEST_FILE, "config.yaml"),
+                           extra={"code": code_digest(REPORT_CODE)})
+    index = run_dir / "report" / "index.html"
+    dfile = run_dir / REPORT_DIGEST_FILE
+    if index.is_file() and dfile.is_file() and dfile.read_text().strip() == digest:
+        return index
+    dfile.unlink(missing_ok=True)  # a crash while building must not leave a stale match
+    path = build_report(run_dir)
+    atomic_write_bytes(dfile, digest.encode())
+    return path
 
 
 def per_sample_table(run_dir: str | Path) -> pd.DataFrame:
@@ -75,12 +156,8 @@ def run(
 ) -> RunResult:
     """explain + analyze (+ report): the Python face of `vlens run`."""
     ex = explain(model, data, out, options, cache=cache, config=config)
-    findings = analyze_run(out, vlm=ex.concept_vlm, **(analysis or {}))
-    path = None
-    if report:
-        from vlens.report import build_report
-
-        path = build_report(out)
+    findings = analyze_run(out, vlm=ex.concept_vlm, cache=cache, **(analysis or {}))
+    path = report_run(out) if report else None
     return RunResult(
         path=Path(out), samples=per_sample_table(out), findings=findings.get("findings", []),
         slices=findings.get("slices", []), report=path, raw=findings,

@@ -100,24 +100,32 @@ def _lookup(store: RunStore, table: str, ids: Sequence[str],
 
 def _joined_items(
     source: Any, limit: int | None, store: RunStore, tables: Mapping[str, Sequence[str] | None],
-    run_dir: Path, chunk: int = JOIN_CHUNK,
+    run_dir: Path, chunk: int = JOIN_CHUNK, done: set[str] | None = None,
 ) -> Iterator[Row]:
     """Source samples as items, each with its rows from earlier stages attached.
 
     `tables` maps table name -> columns to read (None: all). Joined chunk by chunk
     (`_lookup`), so memory does not grow with the dataset. The content hash predict already
     computed comes from samples.parquet: later stages never re-hash the files.
+    Items whose id is in `done` (the stage's finished ids: the engine skips them) are
+    yielded bare, without reading the earlier tables: a resumed run reads nothing.
     """
     it = iter(source)
     if limit is not None:
         it = itertools.islice(it, limit)
     while block := list(itertools.islice(it, chunk)):
         items = [sample_to_item(s) for s in block]
-        ids = [i["id"] for i in items]
+        ids = [i["id"] for i in items if not done or i["id"] not in done]
+        if not ids:
+            yield from items
+            continue
         found = {name: _lookup(store, name, ids, cols) for name, cols in tables.items()}
         hashes = _lookup(store, "samples", ids, ["id", "content_hash"])
         for item in items:
             sid = item["id"]
+            if done and sid in done:
+                yield item
+                continue
             ch = (hashes.get(sid) or {}).get("content_hash")
             if isinstance(ch, str) and ch:
                 item["content_hash"] = ch
@@ -187,13 +195,15 @@ def explain(
 
     sal_stage = SaliencyStage(adapter, explainer, method=o.method, alpha=o.alpha, beta=o.beta,
                               faithfulness=o.faithfulness)
-    items = _joined_items(source, o.limit, store, {"predictions": None}, out)
+    items = _joined_items(source, o.limit, store, {"predictions": None}, out,
+                          done=store.ids("saliency", ok_only=True))
     res.stats["saliency"] = engine.run(sal_stage, items, ArtefactTableSink(store, "saliency"),
                                        **kw)
 
     vlm_stage = VLMStage(judge_vlm, concept_vlm, class_names, vocab, sal_stage.fingerprint)
     items = _joined_items(source, o.limit, store, {
-        "predictions": None, "saliency": ["id", "status", "error", "view_masked"]}, out)
+        "predictions": None, "saliency": ["id", "status", "error", "view_masked"]}, out,
+        done=store.ids("vlm", ok_only=True))
     res.stats["vlm"] = engine.run(vlm_stage, items, VLMTableSink(store, vocab), **kw)
 
     cfg = store.read_config()

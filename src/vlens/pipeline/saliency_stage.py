@@ -192,7 +192,8 @@ class ArtefactTableSink:
         self.store.append(self.table, pd.DataFrame(out))
 
     def close(self) -> None:
-        self.store.finalize(self.table)
+        if self.store.has_parts(self.table):
+            self.store.finalize(self.table)
 
 
 def load_map(store_path: str, rel: str) -> np.ndarray:

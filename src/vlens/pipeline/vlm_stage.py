@@ -200,7 +200,8 @@ class VLMTableSink:
 
     def close(self) -> None:
         for name in ("concepts", "grounding", "embeddings", "vlm"):
-            self.store.finalize(name)
+            if self.store.has_parts(name):
+                self.store.finalize(name)
 
 
 def view_path(run_dir: str | Path, rel: str | None) -> str | None:

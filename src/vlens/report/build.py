@@ -1,8 +1,9 @@
 """Build the static, self-contained HTML report: RUN/report/index.html + RUN/report/img/.
 
-The page works from disk with no server and no network. Images are re-encoded thumbnails
-written under names the report generates (`img/s<row>.<kind>.png`), so no file name from the
-data ever becomes a URL. Sample data for the interactive parts travels as escaped JSON in a
+The page works from disk with no server and no network. Images are thumbnails (small RGB
+PNGs copied as they are, anything else re-encoded) written under names the report
+generates (`img/s<row>.<kind>.png`), so no file name from the data ever becomes a URL.
+Sample data for the interactive parts travels as escaped JSON in a
 `<script type="application/json">` block and is rendered with `textContent` by report.js.
 """
 
@@ -114,10 +115,16 @@ class _Collector:
 
 
 def _copy_image(src: Path | None, dst: Path) -> bool:
+    """Put a thumbnail of `src` at `dst`. An RGB PNG already within THUMB is copied byte for
+    byte (PIL reads only its header): decoding and re-encoding every card image was most of
+    the report's time. Anything else is decoded, shrunk and re-encoded as PNG."""
     if src is None or not src.is_file():
         return False
     try:
         with Image.open(src) as im:
+            if im.format == "PNG" and im.mode == "RGB" and max(im.size) <= THUMB:
+                shutil.copyfile(src, dst)
+                return True
             im.thumbnail((THUMB, THUMB))
             im.convert("RGB").save(dst, format="PNG", optimize=False)
         return True
@@ -141,8 +148,8 @@ def _view_path(run_dir: Path, rel: str | None) -> Path | None:
         return None
 
 
-def _val(row: pd.Series, col: str) -> object:
-    if col not in row.index:
+def _val(row: pd.Series | dict, col: str) -> object:
+    if col not in (row.index if isinstance(row, pd.Series) else row):
         return None
     v = row[col]
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
@@ -159,8 +166,17 @@ def _val(row: pd.Series, col: str) -> object:
 def _cards(run: RunData, rows: dict[int, str], img_dir: Path | None) -> dict[str, dict]:
     """Per-sample card data and copied images for every row a section shows."""
     df, out = run.samples, {}
-    for row, key in sorted(rows.items()):
-        r = df.iloc[row]
+    order = sorted(rows.items())
+    # one conversion for all shown rows (a pandas Series per row was most of the time)
+    recs = df.iloc[[row for row, _ in order]].to_dict("records") if order else []
+    gmat = gnames = cmat = cpos = None
+    if run.grounding is not None:
+        gmat = run.grounding.to_numpy(dtype=np.float64)
+        gnames = [str(c) for c in run.grounding.columns]
+        if run.concepts is not None:
+            cmat = run.concepts.to_numpy(dtype=np.float64)
+            cpos = {str(c): j for j, c in enumerate(run.concepts.columns)}
+    for (row, key), r in zip(order, recs, strict=True):
         imgs = {}
         for kind, src in (("o", "uri"), ("ov", "view_overlay"), ("m", "view_masked")):
             if img_dir is None:  # the viewer serves images itself
@@ -171,14 +187,16 @@ def _cards(run: RunData, rows: dict[int, str], img_dir: Path | None) -> dict[str
             if _copy_image(path, img_dir / name):
                 imgs[kind] = safe_report_url(f"img/{name}")
         ground = []
-        if run.grounding is not None:
-            g = run.grounding.iloc[row]
-            c = run.concepts.iloc[row] if run.concepts is not None else None
-            for name in g.sort_values(ascending=False).index[:6]:
-                gv = g[name]
-                cv = c[name] if c is not None and name in c.index else None
-                ground.append([str(name), None if pd.isna(gv) else round(float(gv), 3),
-                               None if cv is None or pd.isna(cv) else round(float(cv), 3)])
+        if gmat is not None:
+            g = gmat[row]
+            top = np.argsort(np.where(np.isnan(g), -np.inf, -g), kind="stable")[:6]
+            for j in top:
+                name = gnames[j]
+                gv = g[j]
+                cj = cpos.get(name) if cpos is not None else None
+                cv = cmat[row, cj] if cj is not None else None
+                ground.append([name, None if np.isnan(gv) else round(float(gv), 3),
+                               None if cv is None or np.isnan(cv) else round(float(cv), 3)])
         out[key] = {
             "id": str(r["id"]), "label": _val(r, "label"), "pred": _val(r, "pred"),
             "conf": _val(r, "confidence"), "correct": _val(r, "correct"),
