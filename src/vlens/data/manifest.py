@@ -9,7 +9,9 @@ or four numbers separated by spaces/commas.
 
 Format is chosen by suffix (``.jsonl``/``.ndjson`` -> JSONL, ``.csv``/``.tsv`` -> CSV) or by
 sniffing the first character. The file is streamed and decoded line by line, so bad bytes
-are reported with their line number. Every problem with the file itself (missing ``path``
+are reported with their line number. Opening the source validates the whole file once and
+keeps only the sample count and labels; iterating parses it again, so memory does not grow
+with the manifest (a million lines is fine). Every problem with the file itself (missing ``path``
 column, invalid JSON, non-UTF-8, NaN label or path, duplicate id, label outside explicit
 ``class_names``) is a `DataError` naming the file and line; a path that leaves the root is
 not an error for the whole file but flags that one sample (``path_outside_root``).
@@ -88,16 +90,10 @@ class ManifestSource:
         self._fmt = format or self._detect(p)
         self._explicit = list(class_names) if class_names is not None else None
         self._guard = PathGuard(self.root)
-        self._samples = self._read()
-        if not self._samples:
+        self._n, labels = self._scan()
+        if not self._n:
             raise DataError(f"{self.path}: manifest lists no samples")
-        if self._explicit is not None:
-            self.class_names = self._explicit
-        else:
-            labels = {s.label for s in self._samples if s.label is not None}
-            for s in self._samples:
-                labels.update(s.box_labels or ())
-            self.class_names = sorted(labels)
+        self.class_names = self._explicit if self._explicit is not None else sorted(labels)
 
     @staticmethod
     def _detect(p: Path) -> str:
@@ -157,9 +153,8 @@ class ManifestSource:
         except csv.Error as e:
             raise DataError(f"{self.path}:{line_of[0]}: CSV error: {e}") from None
 
-    def _read(self) -> list[Sample]:
-        out: list[Sample] = []
-        seen: dict[str, int] = {}
+    def _parsed(self, resolve: bool = True) -> Iterator[tuple[int, Sample]]:
+        """(line, sample) for each data row, parsed and validated one line at a time."""
         path_key: str | None = None
         for no, rec, from_csv in self._records():
             if path_key is None:
@@ -167,13 +162,24 @@ class ManifestSource:
                 if path_key is None:
                     raise DataError(f"{self.path}:{no}: missing required column 'path' "
                                     f"(found: {', '.join(map(str, rec)) or 'none'})")
-            s = self._sample(no, rec, from_csv, path_key)
+            yield no, self._sample(no, rec, from_csv, path_key, resolve)
+
+    def _scan(self) -> tuple[int, set[str]]:
+        """Validate the whole file once (every `DataError` surfaces when the source is opened,
+        duplicate ids included) keeping only the count, the labels and the ids seen so far,
+        never the samples: memory for a million-line manifest stays small. Paths are not
+        resolved here (that never fails; it flags samples, done again on iteration)."""
+        seen: dict[str, int] = {}
+        labels: set[str] = set()
+        for no, s in self._parsed(resolve=False):
             if s.id in seen:
                 raise DataError(f"{self.path}:{no}: duplicate id {s.id!r} "
                                 f"(first seen on line {seen[s.id]})")
             seen[s.id] = no
-            out.append(s)
-        return out
+            if s.label is not None:
+                labels.add(s.label)
+            labels.update(s.box_labels or ())
+        return len(seen), labels
 
     def _err(self, no: int, msg: str) -> DataError:
         return DataError(f"{self.path}:{no}: {msg}")
@@ -213,17 +219,19 @@ class ManifestSource:
             raise self._err(no, f"{key!r} must have x1 >= x0 and y1 >= y0, got {b}")
         return b
 
-    def _sample(self, no: int, rec: dict[str, Any], from_csv: bool, path_key: str) -> Sample:
+    def _sample(self, no: int, rec: dict[str, Any], from_csv: bool, path_key: str,
+                resolve: bool = True) -> Sample:
+        guard = self._guard if resolve else (lambda rel: (rel, None))
         rel = self._text(no, path_key, rec.get(path_key), required=True)
         assert rel is not None
-        uri, err = self._guard(rel)
+        uri, err = guard(rel)
         label = self._label(no, rec.get("label"))
         sid = self._text(no, "id", rec.get("id"), required=False) or Path(rel).as_posix()
         meta: dict[str, Any] = {}
         mask_uri = None
         mrel = self._text(no, "mask_path", rec.get("mask_path"), required=False)
         if mrel is not None:
-            mask_uri, merr = self._guard(mrel)
+            mask_uri, merr = guard(mrel)
             if merr and not err:
                 err = merr.replace("path_outside_root: ", "path_outside_root: mask_path ")
         boxes = box_labels = None
@@ -265,10 +273,12 @@ class ManifestSource:
                       mask_uri=mask_uri, metadata=meta)
 
     def __iter__(self) -> Iterator[Sample]:
-        return iter(self._samples)
+        """Parse the file again, line by line: only the sample being consumed is in memory."""
+        for _, s in self._parsed():
+            yield s
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return self._n
 
     def __repr__(self) -> str:
         return f"ManifestSource({self.path!r}, {len(self)} samples)"
