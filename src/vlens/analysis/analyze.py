@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from vlens.analysis import concepts as cx
-from vlens.analysis import mistakes
+from vlens.analysis import label_errors, mistakes
 from vlens.analysis import slices as sl
 from vlens.analysis.config import AnalysisConfig, Hooks
 from vlens.analysis.findings import Finding, Findings, final_score, strength
@@ -224,22 +224,33 @@ def _pairs_and_labels(ctx: _Ctx, res: Findings) -> None:
                             "value": int(cm_split[1][a_, b_])},
                 {"sample_ids": ids.tolist(), "numbers": {"pred": inp.classes[b_],
                                                         "concepts": entry["concepts"]}})
-    if inp.concepts is None or inp.confidence is None:
-        return
-    cands = mistakes.label_error_candidates(
-        inp, ctx.ccols, cfg.label_error_min_confidence, cfg.focus_threshold,
-        cfg.label_error_min_margin, cfg.max_label_errors)
+    cands, info = label_errors.label_error_candidates(
+        inp, ctx.ccols, max_candidates=cfg.max_label_errors,
+        min_posterior=cfg.label_error_min_posterior, max_fit=cfg.max_fit, seed=cfg.seed)
     res.label_error_candidates = cands
-    if cands:
-        halves = set(inp.split[np.isin(inp.ids, [c["id"] for c in cands])].tolist())
-        n_err = int((~inp.correct).sum())
-        ctx.add("label_error", f"{len(cands)} confidently wrong images look like the "
-                "predicted class to the VLM", None, None,
-                0.3 * min(1.0, len(cands) / max(n_err, 1)),
-                {"count": len(cands), "share_of_errors": len(cands) / max(n_err, 1)},
-                halves == {0, 1}, {"split": "holdout", "statistic": "present_in_both_halves",
-                                   "value": float(halves == {0, 1})},
-                {"sample_ids": [c["id"] for c in cands[: cfg.max_ids]], "numbers": {}})
+    if not cands:
+        return
+    n_flag = info["n_flagged"]
+    t0, t1 = info["tests"]
+    n_err = int((~inp.correct).sum())
+    pairs = pd.Series([(c["label"], c["suggested"]) for c in cands]).value_counts()
+    views = " and the ".join(v if v == "model" else v.upper() for v in info["views"])
+    p0 = t0["p_value"] if t0 else 1.0
+    confirmed = bool(t1 is not None and t1["p_value"] <= cfg.confirm_alpha)
+    ctx.add("label_error", f"{n_flag} images may be mislabelled: the {views} make the "
+            "given label unlikely", None, None,
+            0.3 * strength(1.0 / max(1e-9, 1.0 - min(0.99, 10 * info["noise_rate"])), p0),
+            {"count": n_flag, "noise_rate": info["noise_rate"], "p_value": p0,
+             "share_of_samples": n_flag / max(inp.n, 1),
+             "share_of_errors": n_flag / max(n_err, 1)},
+            confirmed, {"split": "holdout", "statistic": "noise_rate",
+                        "value": t1["eps"] if t1 else None,
+                        "p_value": t1["p_value"] if t1 else None},
+            {"sample_ids": [c["id"] for c in cands[: cfg.max_ids]],
+             "numbers": {"weights": info.get("weights"), "noise_rate": info["noise_rate"],
+                         "flagged_by_half": info["n_flagged_by_half"],
+                         "top_pairs": [[a, b, int(k)] for (a, b), k in
+                                       pairs.head(5).items()]}})
 
 
 def _slices(ctx: _Ctx, res: Findings, hooks: Hooks) -> None:

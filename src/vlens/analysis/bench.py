@@ -8,7 +8,8 @@
 - slices, in the dcbench sense (Domino's metric): for each planted slice, precision@10 of
   the best discovered slice (its top-10 ranked members) and recall of that slice's listed
   members; the same for the baseline slices, side by side;
-- label errors: precision and recall of the candidate ids.
+- label errors: precision and recall of the candidate ids, and precision@k of the ranked
+  list (k = 10, 25, 50; None when fewer than k candidates).
 """
 
 from __future__ import annotations
@@ -71,8 +72,12 @@ def score_findings(findings, planted: dict, ks=(1, 3, 5, 10)) -> dict:
         out["baseline_recall"] = sum(s["recall"] for s in base) / len(base)
     if "label_errors" in planted:
         truth = set(map(str, planted["label_errors"]))
-        cand = {str(c["id"]) for c in d.get("label_error_candidates", [])}
+        ranked = [str(c["id"]) for c in d.get("label_error_candidates", [])]
+        cand = set(ranked)
         hit = len(truth & cand)
+        for k in (10, 25, 50):
+            out[f"label_error_precision@{k}"] = (sum(i in truth for i in ranked[:k]) / k
+                                                 if len(ranked) >= k else None)
         out["label_error_precision"] = hit / len(cand) if cand else 0.0
         out["label_error_recall"] = hit / len(truth) if truth else 0.0
         out["label_error_candidates"] = len(cand)

@@ -31,9 +31,8 @@ class AnalysisConfig:
     # descriptive findings
     n_confusion_pairs: int = 5
     min_pair_count: int = 5
-    label_error_min_confidence: float = 0.8
-    label_error_min_margin: float = 0.0
-    max_label_errors: int = 200
+    label_error_min_posterior: float = 0.5  # P(label wrong), see analysis.label_errors
+    max_label_errors: int = 1000  # candidates listed (the finding counts them all)
     # slices
     slices: bool = True
     baseline_slices: bool = True
@@ -59,6 +58,8 @@ class AnalysisConfig:
             raise ConfigError(f"focus_threshold must be within 0-5, got {self.focus_threshold}")
         if self.min_lift < 1:
             raise ConfigError("min_lift must be >= 1")
+        if not 0 < self.label_error_min_posterior < 1:
+            raise ConfigError("label_error_min_posterior must be in (0, 1)")
         if self.chunk < 1:
             raise ConfigError("chunk must be positive")
 

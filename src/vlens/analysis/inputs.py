@@ -45,6 +45,7 @@ class AnalysisInput:
     meta: pd.DataFrame | None = None
     run_info: dict = field(default_factory=dict)
     split: np.ndarray | None = None
+    probs: np.ndarray | None = None  # (n, C) model class probabilities (NaN = unknown)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -54,7 +55,7 @@ class AnalysisInput:
         self.label = np.asarray(self.label, dtype=np.int32)
         self.pred = np.asarray(self.pred, dtype=np.int32)
         for name in ("label", "pred", "confidence", "focus", "concepts", "grounding",
-                     "embeddings"):
+                     "embeddings", "probs"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise DataError(f"{name} has {len(arr)} rows, expected {n} (one per sample)")
@@ -70,6 +71,11 @@ class AnalysisInput:
             self.confidence = np.asarray(self.confidence, dtype=np.float32)
         if self.focus is not None:
             self.focus = np.asarray(self.focus, dtype=np.float32)
+        if self.probs is not None:
+            self.probs = np.asarray(self.probs, dtype=np.float32)
+            if self.probs.ndim != 2 or self.probs.shape[1] != len(self.classes):
+                raise DataError(f"probs has shape {self.probs.shape}, expected "
+                                f"({n}, {len(self.classes)}) (one column per class)")
         if self.split is None:
             self.split = holdout_split(self.ids)
 
@@ -163,8 +169,11 @@ class AnalysisInput:
             meta_cols = [c for c in s.columns if c.startswith("meta_")]
             if meta_cols:
                 kw["meta"] = s[meta_cols].reset_index(drop=True)
-        return cls.from_arrays(ids, p["label"].astype(str).to_numpy(),
-                               p["pred"].astype(str).to_numpy(), run_info=run_info or {}, **kw)
+        inp = cls.from_arrays(ids, p["label"].astype(str).to_numpy(),
+                              p["pred"].astype(str).to_numpy(), run_info=run_info or {}, **kw)
+        if {"topk_labels", "topk_probs"} <= set(p.columns):
+            inp.probs = topk_probabilities(p["topk_labels"], p["topk_probs"], inp.classes)
+        return inp
 
     @classmethod
     def from_run(cls, path) -> AnalysisInput:
@@ -181,6 +190,31 @@ class AnalysisInput:
             preds, samples=tables.get("samples"), vlm=tables.get("vlm"),
             concepts=tables.get("concepts"), grounding=tables.get("grounding"),
             embeddings=tables.get("embeddings"), run_info=info)
+
+
+def topk_probabilities(labels, probs, classes: list[str]) -> np.ndarray:
+    """(n, C) probabilities from per-row top-k (labels, probs) lists; the mass outside the
+    top k is spread evenly over the classes it does not name; rows without a top-k are NaN.
+    Labels that are not in `classes` are ignored."""
+    index = {c: k for k, c in enumerate(classes)}
+    c = len(classes)
+    out = np.full((len(labels), c), np.nan, dtype=np.float32)
+    for i, (ls, ps) in enumerate(zip(labels, probs, strict=True)):
+        if ls is None or ps is None or np.isscalar(ls) or len(ls) == 0:
+            continue
+        row = np.zeros(c, dtype=np.float64)
+        seen = np.zeros(c, dtype=bool)
+        for lab, pr in zip(ls, ps, strict=False):
+            k = index.get(str(lab))
+            if k is not None and pr is not None and np.isfinite(pr):
+                row[k] = max(float(pr), 0.0)
+                seen[k] = True
+        if not seen.any():
+            continue
+        if (~seen).any():
+            row[~seen] = max(0.0, 1.0 - row.sum()) / (~seen).sum()
+        out[i] = row
+    return out
 
 
 def _load_tables(path: Path) -> dict[str, pd.DataFrame | None]:

@@ -1,4 +1,4 @@
-"""The XAI confusion matrix, confusion pairs and label-error candidates."""
+"""The XAI confusion matrix and confusion pairs (label errors: `analysis.label_errors`)."""
 
 from __future__ import annotations
 
@@ -75,42 +75,3 @@ def pair_concepts(n: np.ndarray, present: np.ndarray, a: int, b: int, names: lis
     order = np.argsort(-diff, kind="stable")[:top]
     return [(names[j], float(diff[j]), float(p_ab[j]), float(p_aa[j])) for j in order
             if diff[j] > 0]
-
-
-def label_error_candidates(inp: AnalysisInput, class_cols: np.ndarray,
-                           min_confidence: float = 0.8, focus_threshold: float = 2.5,
-                           min_margin: float = 0.0, max_candidates: int = 200) -> list[dict]:
-    """Confidently wrong samples where the VLM's whole-image concept score of the predicted
-    class beats that of the label by more than `min_margin`, and the judge says the model
-    looked at the object (focus >= threshold; samples without a focus score are skipped).
-
-    Ranked by confidence x margin. Needs class-name concepts; classes without one are
-    skipped.
-    """
-    if inp.concepts is None or inp.confidence is None:
-        return []
-    wrong = ~inp.correct
-    cl, cp = class_cols[inp.label], class_cols[inp.pred]
-    conf = np.nan_to_num(inp.confidence, nan=0.0)
-    focus = inp.focus if inp.focus is not None else np.full(inp.n, np.nan, np.float32)
-    with np.errstate(invalid="ignore"):
-        cand = wrong & (cl >= 0) & (cp >= 0) & (conf >= min_confidence) & (focus >= focus_threshold)
-    idx = np.flatnonzero(cand)
-    if len(idx) == 0:
-        return []
-    s_label = inp.concepts[idx, cl[idx]].astype(np.float64)
-    s_pred = inp.concepts[idx, cp[idx]].astype(np.float64)
-    if inp.concepts.dtype == np.uint8:
-        s_label, s_pred = s_label / 255.0, s_pred / 255.0
-    margin = s_pred - s_label
-    keep = margin > min_margin
-    idx, margin = idx[keep], margin[keep]
-    rank = np.argsort(-(conf[idx] * margin), kind="stable")[:max_candidates]
-    out = []
-    for r in rank:
-        i = idx[r]
-        out.append({"id": str(inp.ids[i]), "label": inp.classes[inp.label[i]],
-                    "pred": inp.classes[inp.pred[i]], "confidence": float(conf[i]),
-                    "vlm_agrees_with": "pred", "vlm_margin": float(margin[r]),
-                    "focus_score": float(focus[i])})
-    return out
