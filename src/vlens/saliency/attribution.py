@@ -17,14 +17,23 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 from vlens.errors import ConfigError
 from vlens.models.base import ModelAdapter, Target
-from vlens.saliency._util import normalize_maps, require_module, slice_output, target_scores
+from vlens.saliency._util import (
+    forward_as,
+    frozen_parameters,
+    normalize_maps,
+    require_module,
+    slice_output,
+    target_scores,
+    use_channels_last,
+)
 from vlens.saliency.base import EXPLAINERS
 
 
 def per_row_forward(
-    model: ModelAdapter, target: Target, n: int
+    model: ModelAdapter, target: Target, n: int, channels_last: bool = False
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """forward(inputs (m, ...), sample_idx (m,)) -> target score per row (m,)."""
+    """forward(inputs (m, ...), sample_idx (m,)) -> target score per row (m,); the rows go
+    through the model in channels-last layout when `channels_last` (differentiable)."""
 
     def forward(inp: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         m = inp.shape[0]
@@ -32,7 +41,7 @@ def per_row_forward(
             raise ConfigError(f"expanded batch of {m} rows is not a multiple of {n} samples")
         k = m // n
         order = torch.argsort(idx, stable=True).view(n, k).T.reshape(-1)
-        out = model.forward(inp[order])
+        out = forward_as(model, inp[order], channels_last)
         s = torch.cat(
             [target_scores(target, slice_output(out, b * n, (b + 1) * n, m), n) for b in range(k)]
         )
@@ -65,8 +74,10 @@ class IntegratedGradientsExplainer:
         require_module(model, self.name)
         n = x.shape[0]
         idx = torch.arange(n, device=x.device)
-        ig = IntegratedGradients(per_row_forward(model, target, n))
-        with torch.enable_grad():
+        cl = use_channels_last(model, x)
+        ig = IntegratedGradients(per_row_forward(model, target, n, cl))
+        # gradients w.r.t. the input only: no weight-gradient edges in the graph
+        with torch.enable_grad(), frozen_parameters(model.module):
             attr = ig.attribute(
                 x,
                 baselines=self.baseline,
@@ -101,9 +112,13 @@ class SmoothGradExplainer:
         n = x.shape[0]
         idx = torch.arange(n, device=x.device)
         sigma = float(self.noise_level * (x.max() - x.min()))
-        nt = NoiseTunnel(Saliency(per_row_forward(model, target, n)))
+        nt = NoiseTunnel(Saliency(per_row_forward(model, target, n, use_channels_last(model, x))))
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        with (
+            torch.random.fork_rng(devices=devices),
+            torch.enable_grad(),
+            frozen_parameters(model.module),
+        ):
             torch.manual_seed(self.seed)
             attr = nt.attribute(
                 x,

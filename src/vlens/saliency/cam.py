@@ -21,10 +21,13 @@ from vlens.models.base import ModelAdapter, Target
 from vlens.saliency._util import (
     block_scores,
     finalize,
+    forward_as,
+    frozen_parameters,
     normalize_maps,
     require_module,
     target_scores,
     upsample,
+    use_channels_last,
 )
 from vlens.saliency.base import EXPLAINERS
 from vlens.saliency.layers import resolve_target_layer, tokens_to_grid
@@ -37,17 +40,28 @@ class BaseCAM:
 
     Parameters: `target_layer` a dotted module name (None: chosen automatically, see
     `vlens.saliency.layers`); `reshape_transform` turns the layer's output into (n, C, h, w)
-    (None: ViT-style (n, tokens, C) outputs are reshaped automatically).
+    (None: ViT-style (n, tokens, C) outputs are reshaped automatically); `channels_last`
+    feeds the input in channels-last layout (None: auto, see `_util.use_channels_last`).
+
+    Speed paths (each checked against the plain computation in
+    tests/test_saliency_speedpaths.py): the forward runs without autograd up to the target
+    layer; the module's parameters stop requiring grad for the call (restored afterwards),
+    so the graph above the layer holds no weight-gradient edges; the one gradient is
+    ``torch.autograd.grad`` w.r.t. the captured activations, so backward stops at the layer.
     """
 
     name = "cam"
     needs_gradients = True
 
     def __init__(
-        self, target_layer: str | None = None, reshape_transform: ReshapeTransform | None = None
+        self,
+        target_layer: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         self.target_layer = target_layer or None
         self.reshape_transform = reshape_transform
+        self.channels_last = channels_last
 
     # -- template -------------------------------------------------------------------------
     def explain(self, model: ModelAdapter, x: torch.Tensor, target: Target) -> torch.Tensor:
@@ -79,25 +93,30 @@ class BaseCAM:
                 return [new, *out[1:]]
             return new
 
+        def reset() -> None:
+            store.clear()
+            torch.set_grad_enabled(False)
+
+        cl = use_channels_last(model, x, self.channels_last)
         handle = layer.register_forward_hook(hook)
         prev = torch.is_grad_enabled()
         try:
-            torch.set_grad_enabled(False)
-            out = model.forward(x)
-            if "a" not in store:
-                raise ConfigError(f"target layer {self.target_layer!r} was not run")
-            grads = None
-            if need_grad:
-                torch.set_grad_enabled(True)
-                s = target_scores(target, out, x.shape[0])
-                if not s.requires_grad:
-                    raise ConfigError(
-                        f"{self.name}: the target does not depend on the target layer "
-                        "(no gradient path); choose another layer"
-                    )
-                (grads,) = torch.autograd.grad(s.sum(), store["a"], allow_unused=True)
-                if grads is None:
-                    grads = torch.zeros_like(store["a"])
+            with frozen_parameters(module if need_grad else None):
+                out = forward_as(model, x, cl, reset)
+                if "a" not in store:
+                    raise ConfigError(f"target layer {self.target_layer!r} was not run")
+                grads = None
+                if need_grad:
+                    torch.set_grad_enabled(True)
+                    s = target_scores(target, out, x.shape[0])
+                    if not s.requires_grad:
+                        raise ConfigError(
+                            f"{self.name}: the target does not depend on the target layer "
+                            "(no gradient path); choose another layer"
+                        )
+                    (grads,) = torch.autograd.grad(s.sum(), store["a"], allow_unused=True)
+                    if grads is None:
+                        grads = torch.zeros_like(store["a"])
         finally:
             torch.set_grad_enabled(prev)
             handle.remove()
@@ -168,12 +187,25 @@ class LayerCAM(BaseCAM):
         return (torch.relu(grads) * acts).sum(dim=1)  # type: ignore[arg-type]
 
 
+SELECTIONS = ("variance", "mean")
+
+
 @EXPLAINERS.register("scorecam", help="Score-CAM: weights = softmax of masked-input scores")
 class ScoreCAM(BaseCAM):
     """Each channel, upsampled and min-max normalised, masks the input; the target's score
-    on the masked input (softmax over channels) is the channel weight. All masked inputs of
-    the batch go through the model in chunks of `batch_size` images (no per-image loop);
-    `max_channels` keeps only the channels with the highest mean activation (faster)."""
+    on the masked input (softmax over channels) is the channel weight.
+
+    Exact by default: one masked forward per channel and image, as in the paper and
+    pytorch-grad-cam. The masked inputs of ALL images and channels are laid out block-major
+    and go through the model in chunks of `batch_size` images, without autograd and in
+    channels-last layout on the CPU (`channels_last`). Its cost is C forwards per image.
+
+    `max_channels=k` is Faster Score-CAM (tabayashi0117/Score-CAM, tf-keras-vis ``max_N``):
+    only the k channels of each image with the largest spatial variance
+    (`channel_selection="variance"`; ``"mean"``: largest mean activation) are scored and
+    summed, so C/k times fewer forwards. It is a different, approximate map; the
+    correlation with the exact map is measured in benchmarks/bench_saliency.py.
+    """
 
     name = "scorecam"
     needs_gradients = False
@@ -184,20 +216,35 @@ class ScoreCAM(BaseCAM):
         reshape_transform: ReshapeTransform | None = None,
         batch_size: int = 64,
         max_channels: int | None = None,
+        channel_selection: str = "variance",
+        channels_last: bool | None = None,
     ) -> None:
-        super().__init__(target_layer, reshape_transform)
+        super().__init__(target_layer, reshape_transform, channels_last)
         if batch_size < 1 or (max_channels is not None and max_channels < 1):
             raise ConfigError("scorecam: batch_size and max_channels must be >= 1")
+        if channel_selection not in SELECTIONS:
+            raise ConfigError(
+                f"scorecam: channel_selection must be one of {SELECTIONS}, "
+                f"got {channel_selection!r}"
+            )
         self.batch_size = batch_size
         self.max_channels = max_channels
+        self.channel_selection = channel_selection
+
+    def select(self, acts: torch.Tensor) -> torch.Tensor:
+        """(n, C, h, w) -> (n, k, h, w): the channels scored (all unless `max_channels`)."""
+        c = acts.shape[1]
+        if self.max_channels is None or self.max_channels >= c:
+            return acts
+        flat = acts.flatten(2)
+        key = flat.var(dim=2) if self.channel_selection == "variance" else flat.mean(dim=2)
+        idx = key.topk(self.max_channels, dim=1).indices
+        return torch.gather(acts, 1, idx[:, :, None, None].expand(-1, -1, *acts.shape[2:]))
 
     def cam(self, acts: torch.Tensor, grads: torch.Tensor | None, **ctx: Any) -> torch.Tensor:
         x: torch.Tensor = ctx["x"]
+        acts = self.select(acts)
         n, c = acts.shape[:2]
-        if self.max_channels is not None and self.max_channels < c:
-            idx = acts.mean(dim=(2, 3)).topk(self.max_channels, dim=1).indices
-            acts = torch.gather(acts, 1, idx[:, :, None, None].expand(-1, -1, *acts.shape[2:]))
-            c = self.max_channels
         size = tuple(x.shape[-2:])
 
         def make(j0: int, j1: int) -> torch.Tensor:
@@ -205,7 +252,8 @@ class ScoreCAM(BaseCAM):
             m = normalize_maps(m.reshape(-1, *size)).reshape(m.shape).to(x.dtype)
             return (x[:, None] * m[:, :, None]).transpose(0, 1)  # (m, n, 3, H, W)
 
-        scores = block_scores(ctx["model"], ctx["target"], n, c, make, self.batch_size)
+        scores = block_scores(ctx["model"], ctx["target"], n, c, make, self.batch_size,
+                              self.channels_last)
         w = torch.softmax(scores.T, dim=1)  # (n, c)
         return torch.einsum("nc,nchw->nhw", w, acts)
 
