@@ -179,7 +179,10 @@ def bench_cmd(
     n_train: int = typer.Option(6000, "--n-train", min=100, help="Training images per world."),
     epochs: int = typer.Option(4, "--epochs", min=1),
     n_test: int = typer.Option(800, "--n-test", min=50, help="Test images per world."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="One seed (ignored when --seeds is given)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2 or "
+                                     "0-2: one model and test world per seed, OUT/seed<k>/, "
+                                     "mean ± sd per metric."),
     vlm: str = VLM, method: str = METHOD, batch_size: int = BATCH,
     cache: Path | None = CACHE, no_cache: bool = NO_CACHE,
 ) -> None:
@@ -187,29 +190,37 @@ def bench_cmd(
 
     Trains on each biased world, runs everything on its test world and reports bias
     recall@k, slice precision@10 (vs a Domino-style baseline) and label-error
-    precision/recall. Writes OUT/bench.json.
+    precision/recall. Writes OUT/bench.json (one entry per world and seed) and
+    OUT/bench_summary.json (mean ± sd over the seeds, also as a markdown table).
 
-    Example: vlens bench spurious_background shortcut_tag --out runs/bench
+    Example: vlens bench spurious_background shortcut_tag --out runs/bench --seeds 0,1,2
     """
     from vlens.pipeline import ExplainOptions
-    from vlens.pipeline.bench import bench_one, summary_rows, write_results
+    from vlens.pipeline import bench as B
 
+    seed_list = B.parse_seeds(seeds) if seeds is not None else [seed]
     opts = ExplainOptions(vlm=vlm, method=method, batch_size=batch_size, progress=False)
-    results = []
-    store_cache = _cache(cache, no_cache)
-    for name in configs or BENCH_CONFIGS:
-        console.print(f"[bold]bench[/] {escape(name)}: training, generating, explaining ...")
-        results.append(bench_one(name, out, n_train=n_train, epochs=epochs, n_test=n_test,
-                                 seed=seed, options=opts, cache=store_cache))
-    path = write_results(results, out / "bench.json")
-    rows = summary_rows(results)
-    t = Table(title="vlens bench (one column per world)")
+
+    def started(name: str, s: int) -> None:
+        console.print(f"[bold]bench[/] {escape(name)} (seed {s}): training, generating, "
+                      "explaining ...")
+
+    results = B.bench_many(configs or BENCH_CONFIGS, out, seed_list, on_start=started,
+                         n_train=n_train, epochs=epochs, n_test=n_test, options=opts,
+                         cache=_cache(cache, no_cache))
+    path = B.write_results(results, out / "bench.json")
+    summary = B.aggregate(results)
+    title = "one column per world" + (f"; mean ± sd over seeds {seeds}"
+                                      if len(seed_list) > 1 else "")
+    t = Table(title=f"vlens bench ({escape(title)})")
     t.add_column("metric")
-    for r in rows:
+    for r in summary:
         t.add_column(escape(str(r["config"])), justify="right")
-    for key in [k for k in rows[0] if k != "config"]:
-        t.add_row(key, *("-" if r[key] is None else f"{r[key]:.3f}"
-                         if isinstance(r[key], float) else escape(str(r[key])) for r in rows))
+    keys = [k for k in dict.fromkeys(k for r in summary for k in r)
+            if k not in ("config", "seeds")]
+    for key in keys:
+        t.add_row(key, *(B.format_mean_sd(r.get(key), 1 if key == "seconds" else 3)
+                         for r in summary))
     console.print(t)
     console.print(f"results: {path}", highlight=False)
 

@@ -8,12 +8,17 @@ test world, run the whole pipeline with the chosen VLM, and score the findings w
 - rare slices -> the ids of test samples inside the slice;
 - label noise -> the ids whose recorded label differs from the true one (the test world is
   then drawn from the noisy config itself, so the run sees wrong labels).
+
+Several seeds (`seeds=[0, 1, 2]`): each seed trains its own model and draws its own test
+world under OUT/seed<k>/<world>; `aggregate` reports mean and sample sd per metric and world.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,7 @@ def planted_truth(planted: Sequence[dict[str, Any]], manifest_rows: Sequence[dic
 @dataclass
 class BenchResult:
     config: str
+    seed: int
     accuracy: float | None
     scores: dict[str, Any]
     seconds: float
@@ -100,28 +106,121 @@ def bench_one(config: str, out: Path, *, n_train: int = 6000, epochs: int = 4,
               cache=cache, report=False, config={"command": "bench", "world": config})
     scores = score_findings(res.raw, truth)
     acc = RunStore(run_dir).read_json("predict_summary.json") or {}
-    return BenchResult(config=config, accuracy=acc.get("accuracy"), scores=scores,
+    return BenchResult(config=config, seed=seed, accuracy=acc.get("accuracy"), scores=scores,
                        seconds=time.perf_counter() - t0, train_seconds=train_s,
                        run_dir=run_dir, planted=truth)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-2' (or a mix, '0,3-4') -> [0, 1, 2]; clear error on anything else."""
+    from vlens.errors import ConfigError
+
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            raise ConfigError(f"--seeds takes non-negative integers like '0,1,2' or '0-2', "
+                              f"got {text!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ConfigError(f"--seeds range {part.strip()!r} is empty")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds repeats a seed: {text!r}")
+    return seeds
+
+
+def bench_many(configs: Sequence[str], out: Path, seeds: Sequence[int],
+               on_start: Callable[[str, int], None] | None = None, **kw: Any
+               ) -> list[BenchResult]:
+    """`bench_one` for every (seed, config); with one seed the layout is OUT/<world> as
+    before, with several OUT/seed<k>/<world>. `on_start(config, seed)` reports progress."""
+    res = []
+    for seed in seeds:
+        base = out if len(seeds) == 1 else out / f"seed{seed}"
+        for config in configs:
+            if on_start is not None:
+                on_start(config, seed)
+            res.append(bench_one(config, base, seed=seed, **kw))
+    return res
+
+
 def write_results(results: Sequence[BenchResult], path: Path) -> Path:
-    data = [{"config": r.config, "accuracy": r.accuracy, "seconds": round(r.seconds, 1),
-             "train_seconds": round(r.train_seconds, 1), "scores": r.scores,
+    """PATH: one entry per (world, seed) as before; PATH's sibling `<stem>_summary.json`:
+    mean ± sd per world over the seeds (`aggregate`) and the same as a markdown table."""
+    data = [{"config": r.config, "seed": r.seed, "accuracy": r.accuracy,
+             "seconds": round(r.seconds, 1), "train_seconds": round(r.train_seconds, 1),
+             "scores": r.scores,
              "planted": {k: (v if k == "biases" else len(v)) for k, v in r.planted.items()}}
             for r in results]
-    RunStore(path.parent).write_json(path.name, data)
+    store = RunStore(path.parent)
+    store.write_json(path.name, data)
+    summary = aggregate(results)
+    store.write_json(f"{path.stem}_summary.json",
+                     {"summary": summary, "markdown": markdown_table(summary)})
     return path
 
 
+SUMMARY_KEYS = ["accuracy", "bias_recall@1", "bias_recall@3", "slice_precision@10",
+                "slice_recall", "baseline_precision@10", "baseline_recall",
+                "label_error_precision", "label_error_recall", "label_error_precision@25",
+                "label_error_precision@50", "label_error_candidates", "seconds"]
+
+
 def summary_rows(results: Sequence[BenchResult]) -> list[dict[str, Any]]:
-    """One flat row per config with the headline numbers (missing ones as None)."""
-    keys = ["bias_recall@1", "bias_recall@3", "slice_precision@10", "slice_recall",
-            "baseline_precision@10", "baseline_recall", "label_error_precision",
-            "label_error_recall"]
-    return [{"config": r.config, "accuracy": r.accuracy,
-             **{k: r.scores.get(k) for k in keys}, "seconds": r.seconds} for r in results]
+    """One flat row per (config, seed) with the headline numbers (missing ones as None)."""
+    return [{"config": r.config, "seed": r.seed,
+             **{k: (r.accuracy if k == "accuracy" else r.seconds if k == "seconds"
+                    else r.scores.get(k)) for k in SUMMARY_KEYS}} for r in results]
 
 
-__all__ = ["BenchResult", "bench_one", "planted_truth", "summary_rows", "world_concept",
+def _mean_sd(values: list[float]) -> dict[str, Any]:
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "sd": None, "n": 0}
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "sd": sd, "n": n}
+
+
+def aggregate(results: Sequence[BenchResult]) -> list[dict[str, Any]]:
+    """Per world: {"config", "seeds", metric: {"mean", "sd", "n"}} over the seeds that give
+    the metric (sd is the sample sd, None with one seed); worlds in first-seen order."""
+    rows = summary_rows(results)
+    out = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == config]
+        entry: dict[str, Any] = {"config": config, "seeds": [r["seed"] for r in mine]}
+        for k in SUMMARY_KEYS:
+            vals = [float(r[k]) for r in mine if r[k] is not None]
+            if vals:
+                entry[k] = _mean_sd(vals)
+        out.append(entry)
+    return out
+
+
+def format_mean_sd(m: dict[str, Any] | None, digits: int = 3) -> str:
+    """'0.812 ± 0.041' (or '0.812' with one seed, '-' when missing)."""
+    if not m or m.get("mean") is None:
+        return "-"
+    if m.get("sd") is None:
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} ± {m['sd']:.{digits}f}"
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], keys: Sequence[str] | None = None) -> str:
+    """The aggregate as a markdown table (one row per world, mean ± sd per metric)."""
+    keys = list(keys or [k for k in SUMMARY_KEYS if any(k in s for s in summary)])
+    head = "| world | seeds | " + " | ".join(keys) + " |"
+    sep = "|---|---|" + "---|" * len(keys)
+    lines = [head, sep]
+    for s in summary:
+        lines.append(f"| {s['config']} | {','.join(map(str, s['seeds']))} | "
+                     + " | ".join(format_mean_sd(s.get(k), 1 if k == "seconds" else 3)
+                                  for k in keys) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["BenchResult", "aggregate", "bench_many", "bench_one", "format_mean_sd",
+           "markdown_table", "parse_seeds", "planted_truth", "summary_rows", "world_concept",
            "write_results"]
