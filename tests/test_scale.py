@@ -122,8 +122,11 @@ def _parts(store, rng):
                                     "emb": [np.zeros(4, np.float32)] * 2, "error": ["x", "y"]}))
 
 
-@pytest.mark.parametrize("run_rows,chunk_rows", [(40, 16), (10_000, 8192)])
-def test_external_compaction_equals_in_memory(tmp_path, monkeypatch, run_rows, chunk_rows):
+@pytest.mark.parametrize("run_rows,chunk_rows,run_bytes,stream_rows",
+                         [(40, 16, 16 << 20, 1024), (10_000, 8192, 16 << 20, 1024),
+                          (10_000, 64, 2_000, 7)])  # runs cut by bytes, tiny reader batches
+def test_external_compaction_equals_in_memory(tmp_path, monkeypatch, run_rows, chunk_rows,
+                                              run_bytes, stream_rows):
     import numpy as np
 
     from vlens.engine import compact
@@ -135,6 +138,8 @@ def test_external_compaction_equals_in_memory(tmp_path, monkeypatch, run_rows, c
     monkeypatch.setattr(store_mod, "FINALIZE_IN_MEMORY_BYTES", 0)
     monkeypatch.setattr(compact, "RUN_ROWS", run_rows)
     monkeypatch.setattr(compact, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(compact, "RUN_BYTES", run_bytes)
+    monkeypatch.setattr(compact, "STREAM_ROWS", stream_rows)
     ext = RunStore(tmp_path / "ext")
     assert ext.finalize("t") is None  # merged out of core
     got = ext.read_table("t")

@@ -5,7 +5,7 @@ Used by `RunStore.finalize` for tables too big to compact in memory (e.g. embedd
 concept scores of 100k+ samples, several KB per row). Three passes over the files:
 1. read only the ``id`` column of every file: which rows survive (the last copy of an id)
    and, per output chunk, which sorted run each row comes from;
-2. sort runs of about `RUN_ROWS` surviving rows each into temp files;
+2. sort runs of at most `RUN_ROWS` surviving rows / `RUN_BYTES` each into temp files;
 3. merge the runs chunk by chunk (each run is read sequentially) into the target file.
 Written to a temp file and renamed: an interrupted compaction leaves parts and table intact.
 """
@@ -24,15 +24,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-RUN_ROWS = 32_768  # surviving rows per sorted run
+RUN_ROWS = 32_768  # surviving rows per sorted run, at most...
+RUN_BYTES = 16 << 20  # ...and at most this many bytes in memory (an embeddings row is ~1.6 KB)
 CHUNK_ROWS = 8_192  # rows per merged output chunk
+STREAM_ROWS = 1_024  # rows each run's reader holds while merging
 
 
 class _Stream:
     """Sequential reader of a Parquet file that hands out the next `n` rows."""
 
     def __init__(self, path: Path) -> None:
-        self._it = pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
+        self._it = pq.ParquetFile(path).iter_batches(batch_size=STREAM_ROWS)
         self._buf: pa.Table | None = None
 
     def take(self, n: int) -> pa.Table:
@@ -88,10 +90,10 @@ def compact_external(files: Sequence[Path], target: Path, sort_by: str | None = 
         writer = pq.ParquetWriter(out, schema)
         try:
             group: list[pa.Table] = []
-            rows = 0
+            rows = nbytes = 0
 
             def flush() -> None:
-                nonlocal group, rows
+                nonlocal group, rows, nbytes
                 if not group:
                     return
                 t = pa.concat_tables(group)
@@ -102,7 +104,7 @@ def compact_external(files: Sequence[Path], target: Path, sort_by: str | None = 
                     runs.append(run)
                 else:
                     writer.write_table(t)
-                group, rows = [], 0
+                group, rows, nbytes = [], 0, 0
 
             for i, f in enumerate(files):
                 mask = keep[bounds[i]:bounds[i + 1]]
@@ -113,7 +115,8 @@ def compact_external(files: Sequence[Path], target: Path, sort_by: str | None = 
                     t = t.filter(pa.array(mask))
                 group.append(t)
                 rows += t.num_rows
-                if rows >= RUN_ROWS:
+                nbytes += t.nbytes
+                if rows >= RUN_ROWS or nbytes >= RUN_BYTES:
                     flush()
             flush()
             # pass 3: merge the sorted runs chunk by chunk
