@@ -15,7 +15,7 @@ holds every benchmark's full output under its name, plus the headline table.
 | analysis | dataset-level analysis on a synthetic run | <= 30 s, <= 2 GB |
 | viewer | `vlens serve` time to first render | |
 | world | world generator images/s | |
-| pipeline | P1: `vlens run` vs forward + Grad-CAM + VLM-encoder passes; P4 warm | 1.3x, 20x |
+| pipeline | P1: `vlens run` vs the unavoidable passes; P4 resume / new run dir | 1.3x, 20x |
 | memory | peak RSS of predict+saliency+VLM vs dataset size | flat |
 | openai | P5: OpenAI-compatible backend, 8 in flight vs sequential, 200 ms latency | >= 6x |
 | discovery | `vlens bench`: planted-bias recall, slice precision, label-error P/R | |
@@ -65,8 +65,8 @@ def _spec(name: str, quick: bool, tmp: Path) -> tuple[list[str], Path | None, li
                 "100" if quick else "2000"], None, [r"per_s|img_s|images_per_s"]
     if name == "pipeline":
         return [*b("bench_pipeline.py"), "--n", "96" if quick else "600", "--json", str(j)], j, [
-            r"^P1", r"^P4", r"passes\.sum_s", r"^(cold|warm)\.(explain|run)_s",
-            r"images_per_s\."]
+            r"^P1", r"^P4", r"passes\.sum_s", r"^(cold|resume|new_dir)\.(explain|run)_s",
+            r"^(resume|new_dir)\.vlm_calls", r"warm_equals_cold", r"images_per_s\."]
     if name == "memory":
         sizes = ["200", "1000"] if quick else ["1000", "10000"]
         return [*b("bench_memory.py"), "--sizes", *sizes, "--json", str(j)], j, [
