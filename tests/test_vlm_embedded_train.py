@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from vlens.vlm.embedded import vocab as V
-from vlens.vlm.embedded.data import balanced_config, captions_for, make_views
+from vlens.vlm.embedded.data import balanced_config, cam_view, captions_for, make_views
 from vlens.vlm.embedded.train import augment, multi_positive_loss
 
 
@@ -89,6 +89,60 @@ def test_object_view_blacks_out_everything_but_the_object():
         assert (img.max(-1) == 0).mean() > 0.4
 
 
+def _item(seed=0, **over):
+    from vlens.world.generator import generate
+
+    cfg = balanced_config()
+    for it in generate(cfg, 40, seed=seed):
+        if all(it.attrs.get(k) == v for k, v in over.items()) and it.mask.sum() > 30:
+            return it
+    raise AssertionError("no such item")
+
+
+def test_cam_views_are_labelled_by_what_the_mask_shows():
+    """The label of a judge-style view follows where its visible pixels are, checked against
+    the world's object mask: object views name the object, background views deny a shape."""
+    seen = set()
+    v = make_views(300, seed=8, view_probs={"cam": 1.0})
+    texts, codes = captions_for(v, 2, seed=8)
+    assert (V.pair_targets(v.codes, codes[:, 0]).diagonal() == 1).all()
+    for img, val, code, a in zip(v.images, v.values, v.codes, v.attrs, strict=True):
+        assert 0.005 < (img.max(-1) > 8).mean() < 0.6  # a cut-out, like a masked CAM view
+        if code[V.FIDX["shape"]] == V.NONE:
+            seen.add("no shape")
+            assert "shape" not in val and "color" not in val
+        elif "shape" in val:
+            seen.add("shape")
+            names = {a["shape"], *(d["shape"] for d in a["distractors"])}
+            assert val["shape"] in names
+        if val.get("background") == "black":
+            seen.add("black")
+    assert seen == {"no shape", "shape", "black"}
+    rng = np.random.default_rng(0)
+    it = _item(tag=False)
+    known = V.item_values(it.attrs)
+    mask = it.mask.astype(bool)
+    for _ in range(30):
+        view, vis, forced = cam_view(it.image, mask, it.attrs, known, rng)
+        lit = view.max(-1) > 8
+        on_obj = (lit & mask).sum() / max(lit.sum(), 1)
+        if "shape" in vis and vis["shape"] == known["shape"]:
+            assert on_obj > 0.4, on_obj
+        if forced.get("shape") == V.NONE:
+            assert on_obj < 0.1, on_obj
+
+
+def test_train_cli_rejects_bad_view_mix():
+    import vlens.cli.vlm_train  # noqa: F401  (attaches the command)
+    from vlens.cli.apps import app
+    from vlens.errors import ConfigError
+
+    for bad, msg in [("full=1,bogus=2", "unknown names ['bogus']"), ("full", "name=number"),
+                     ("full=0", "not all 0")]:
+        r = CliRunner().invoke(app, ["vlm", "train-embedded", "--views", bad, "-n", "8"])
+        assert isinstance(r.exception, ConfigError) and msg in str(r.exception), r.exception
+
+
 @pytest.mark.slow
 def test_train_embedded_cli_writes_loadable_weights(tmp_path):
     import vlens.cli.vlm_train  # noqa: F401  (attaches the command)
@@ -97,9 +151,11 @@ def test_train_embedded_cli_writes_loadable_weights(tmp_path):
 
     out = tmp_path / "w"
     r = CliRunner().invoke(app, ["vlm", "train-embedded", "--out", str(out), "-n", "256",
-                                 "--epochs", "1", "--threads", "1", "--eval-n", "0"])
+                                 "--epochs", "1", "--threads", "1", "--eval-n", "0",
+                                 "--views", "full=1,cam=1"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["view_probs"] == {"full": 1.0, "cam": 1.0}
     assert cfg["train"]["n"] == 256 and cfg["train"]["epochs"] == 1
     assert cfg["train"]["steps"] == 4 and cfg["train"]["device"] == "cpu"
     assert cfg["train"]["family_weights"] == {"shape": 4.0, "size": 2.0}

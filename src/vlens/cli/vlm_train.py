@@ -10,6 +10,9 @@ from rich.console import Console
 
 from vlens.cli.apps import vlm_app
 from vlens.errors import ConfigError
+from vlens.vlm.embedded.data import CAM_PROBS, VIEW_PROBS
+
+VIEW_KINDS = (*VIEW_PROBS, "cam")
 
 console = Console()
 
@@ -32,11 +35,16 @@ def train_embedded(
         "shape=4,size=2", help='Loss weight per attribute family, e.g. "shape=4,size=2" (others 1).'
     ),
     eval_n: int = typer.Option(300, help="Held-out images for the zero-shot check (0: skip)."),
+    views: str = typer.Option(
+        "", help='View mix, e.g. "full=0.45,object=0.14,blob=0.08,empty=0.05,cam=0.28" '
+                 '(default: the first stage\'s mix; "cam" = judge-style masked CAM views).'),
 ) -> None:
     """Train the embedded VLM's image tower against the frozen MiniLM text tower.
 
-    The shipped weights come from one run with the defaults (see docs/embedded-vlm.md):
-    vlens vlm train-embedded --out DIR   (add --device cuda to train on a GPU)
+    The shipped weights come from two runs (see docs/embedded-vlm.md): the defaults, then
+    a second stage on judge-style views:
+    vlens vlm train-embedded --out DIR1   (add --device cuda to train on a GPU)
+    vlens vlm train-embedded --out DIR2 --init DIR1 --views cam-stage -n 16000 -e 3 --lr 1e-3
     """
     from vlens.vlm.embedded.backend import EmbeddedVLM, shipped_weights_dir
     from vlens.vlm.embedded.evaluate import evaluate_zero_shot
@@ -44,7 +52,11 @@ def train_embedded(
     from vlens.vlm.embedded.train import train
     from vlens.vlm.embedded.vocab import FAMILIES
 
+    if views == "cam-stage":
+        views = ",".join(f"{k}={v}" for k, v in CAM_PROBS.items())
+
     out = out or shipped_weights_dir()
+    view_probs = _parse_pairs("--views", views, VIEW_KINDS) if views else None
     try:
         weights = {k.strip(): float(v) for k, v in
                    (kv.split("=") for kv in family_weights.split(",") if kv.strip())}
@@ -56,6 +68,7 @@ def train_embedded(
         raise ConfigError(f"--family-weights: unknown families {unknown}; known: {list(FAMILIES)}")
     summary = train(out, n=n, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size,
                     lr=lr, init=init, family_weights=weights or None, device=device, shift=shift,
+                    view_probs=view_probs,
                     log=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {summary['weights']} in {summary['seconds']:.0f}s")
     if eval_n:
@@ -64,3 +77,18 @@ def train_embedded(
         vlm.config.metrics = {"zero_shot": acc, "eval_n": eval_n}
         save_config(vlm.config, out)
         console.print_json(json.dumps(acc))
+
+
+def _parse_pairs(flag: str, text: str, known: tuple[str, ...]) -> dict[str, float]:
+    """"a=1,b=2" -> {"a": 1.0, "b": 2.0}, with clear errors for bad syntax or unknown names."""
+    try:
+        out = {k.strip(): float(v) for k, v in (kv.split("=") for kv in text.split(",")
+                                                  if kv.strip())}
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected name=number,...") from None
+    unknown = sorted(set(out) - set(known))
+    if unknown:
+        raise ConfigError(f"{flag}: unknown names {unknown}; known: {list(known)}")
+    if not out or sum(out.values()) <= 0 or min(out.values()) < 0:
+        raise ConfigError(f"{flag} {text!r}: weights must be >= 0 and not all 0")
+    return out

@@ -3,7 +3,12 @@
 The world used here is *balanced* (every shape, colour, background, size and lighting equally
 likely, tags on half the images, in every corner), so the VLM learns no planted bias. Besides
 full images it makes the views the judge shows a VLM: the object alone on black (soft
-masks), soft blobs that reveal part of an image, and fully black "empty" images.
+masks), soft blobs that reveal part of an image, fully black "empty" images, and "cam"
+views: a simulated saliency map (Gaussian blobs on the object, the background, a distractor
+or the tag) cut out with the judge's steep sigmoid mask, labelled by what the visible
+pixels actually show. The last kind is what the per-sample judge sees; without it the
+tower read a fragment of a shape on black as well as it read water texture on black, i.e.
+hardly at all.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from vlens.world.config import WorldConfig
 from vlens.world.generator import generate
 
 VIEW_PROBS = {"full": 0.63, "object": 0.2, "blob": 0.12, "empty": 0.05}
+"""View mix of the first training stage (the shipped weights add a stage with `CAM_PROBS`)."""
+CAM_PROBS = {"full": 0.45, "object": 0.14, "blob": 0.08, "empty": 0.05, "cam": 0.28}
+"""View mix of the second stage: a quarter of the views are judge-style masked CAM views."""
+CAM_TARGETS = {"object": 0.45, "background": 0.3, "distractor": 0.1, "tag": 0.15}
 
 
 def balanced_config(image_size: int = 64) -> WorldConfig:
@@ -61,6 +70,105 @@ def blob_view(image: np.ndarray, rng: np.random.Generator, center: tuple[float, 
     return (image * win[..., None]).astype(np.uint8), win
 
 
+def _disk(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _cam_centres(target: str, mask: np.ndarray, attrs: dict, rng: np.random.Generator,
+                 ) -> tuple[list[tuple[float, float]], dict | None]:
+    """Blob centres (y, x) for a simulated saliency map aimed at `target` (and the
+    distractor aimed at, if any)."""
+    from vlens.world.generator import tag_window
+
+    k = int(rng.integers(1, 3))
+    if target == "tag":
+        ys, xs = tag_window(mask.shape[0], attrs["tag_corner"])
+        return [((ys.start + ys.stop) / 2 + rng.normal(0, 1.5),
+                 (xs.start + xs.stop) / 2 + rng.normal(0, 1.5)) for _ in range(k)], None
+    if target == "distractor":
+        d = attrs["distractors"][int(rng.integers(len(attrs["distractors"])))]
+        return [(d["y"] + rng.normal(0, 1.0), d["x"] + rng.normal(0, 1.0))
+                for _ in range(k)], d
+    pool = mask if target == "object" else ~binary_dilation(mask, iterations=6)
+    yy, xx = np.nonzero(pool)
+    j = rng.integers(len(yy), size=k)
+    return [(float(yy[i]), float(xx[i])) for i in j], None
+
+
+def cam_view(image: np.ndarray, mask: np.ndarray, attrs: dict, known: dict[str, str],
+             rng: np.random.Generator) -> tuple[np.ndarray, dict[str, str], dict[str, int]]:
+    """A judge-style view: simulated CAM -> sigmoid mask (alpha 25, beta 0.45-0.75) -> image.
+
+    Returns (view, visible values, forced codes). What is visible follows where the mask's
+    mass lies: >= 25% on the object (or >= 60% on a distractor's disk) -> its colour, and its
+    shape when at least half of it is in view; <= 5% on object, distractor and tag -> shape
+    `V.NONE` (no shape in view, so shape captions are false); >= 30% on the scene -> the
+    background, <= 10% -> a black backdrop; >= 50% on the tag -> "tag" and no shape.
+    Anything else is left undecided (undecidable pairs are left out of the loss).
+    """
+    h, w = mask.shape
+    targets = dict(CAM_TARGETS)
+    if not attrs.get("tag"):
+        targets.pop("tag")
+    if not attrs.get("distractors"):
+        targets.pop("distractor")
+    if mask.sum() == 0:
+        targets.pop("object")
+    names = list(targets)
+    p = np.array([targets[t] for t in names])
+    target = names[int(rng.choice(len(names), p=p / p.sum()))]
+    centres, dist = _cam_centres(target, mask, attrs, rng)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cam = np.zeros((h, w), np.float32)
+    for cy, cx in centres:
+        sig = float(rng.uniform(4.0, 11.0))
+        cam += float(rng.uniform(0.6, 1.0)) * np.exp(
+            -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig * sig))
+    if rng.random() < 0.3:  # some attention elsewhere too
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        cam += float(rng.uniform(0.2, 0.7)) * np.exp(
+            -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * float(rng.uniform(3, 10)) ** 2))
+    cam /= max(float(cam.max()), 1e-6)
+    beta = float(rng.uniform(0.45, 0.75))
+    soft = 1.0 / (1.0 + np.exp(25.0 * (beta - cam)))
+    view = (image * soft[..., None]).astype(np.uint8)
+    mass = float(soft.sum()) or 1.0
+    on_obj = float((soft * mask).sum()) / mass
+    on_tag = 0.0
+    if attrs.get("tag"):
+        from vlens.world.generator import tag_window
+
+        ys, xs = tag_window(h, attrs["tag_corner"])
+        on_tag = float(soft[ys, xs].sum()) / mass
+    vis: dict[str, str] = {"empty": "not empty"}
+    codes: dict[str, int] = {}
+    on_dist = 0.0
+    if dist is not None:
+        on_dist = float((soft * _disk(h, w, dist["y"], dist["x"], dist["radius"])).sum()) / mass
+    shown = soft >= 0.5
+    if dist is not None and on_dist >= 0.6 and on_obj < 0.1:  # a distractor fills the view
+        disk = _disk(h, w, dist["y"], dist["x"], dist["radius"])
+        vis["color"] = dist["color"]
+        if (shown & disk).sum() >= 0.5 * disk.sum():
+            vis["shape"] = dist["shape"]
+    elif on_obj >= 0.25:
+        vis["color"] = known["color"]
+        if (shown & mask).sum() >= 0.5 * mask.sum():  # most of the object is in view
+            vis["shape"] = known["shape"]
+    elif on_obj <= 0.05 and on_tag <= 0.05 and on_dist <= 0.05:
+        codes["shape"] = V.NONE  # no shape in view: shape captions are false
+    scene = 1.0 - on_obj - on_tag - on_dist
+    if scene >= 0.3:
+        vis["background"] = known["background"]
+    elif scene <= 0.1:
+        vis["background"] = "black"  # only black around what is shown
+    if on_tag >= 0.5:
+        vis["tag"] = "tag"
+        codes["shape"] = V.NONE
+    return view, vis, codes
+
+
 @dataclass
 class ViewSet:
     """Images (n, H, W, 3) uint8 and per-view family codes (n, F) for `pair_targets`."""
@@ -101,6 +209,11 @@ def make_views(n: int, seed: int, view_probs: dict[str, float] | None = None,
                 k2["background"] = known["background"]
             known = k2
             code = V.encode(known, V.IGNORE)
+        elif kind == "cam":
+            img, known, forced = cam_view(img, item.mask.astype(bool), a, known, rng)
+            code = V.encode(known, V.IGNORE)
+            for f, c in forced.items():
+                code[V.FIDX[f]] = c
         elif kind == "empty":
             img = np.zeros_like(img)
             if rng.random() < 0.5:
@@ -134,7 +247,8 @@ def captions_for(view: ViewSet, k: int, seed: int) -> tuple[list[list[str]], np.
                 text, said = V.concept_caption("empty", "empty", rng), {"empty": "empty"}
             elif kind == "full" and r < 0.3:
                 text, said = V.full_caption(a, rng)
-            elif kind in ("full", "object") and r < 0.7:
+            elif (kind in ("full", "object") or (kind == "cam" and "shape" in known)) \
+                    and r < 0.7:
                 fams = [f for f in known if f != "empty"]
                 m = int(rng.integers(1, 4))
                 if kind == "object" and rng.random() < 0.5:

@@ -20,7 +20,7 @@ from torch import nn
 
 from vlens.vlm.embedded import text as T
 from vlens.vlm.embedded import vocab as V
-from vlens.vlm.embedded.data import ViewSet, captions_for, make_views
+from vlens.vlm.embedded.data import VIEW_PROBS, ViewSet, captions_for, make_views
 from vlens.vlm.embedded.model import ImageTower, TowerConfig, load_weights, save_weights
 
 TRAIN_SEED_BASE = 10_000  # world seed of the training split = base + seed
@@ -129,7 +129,8 @@ def fit_calibration(tower: ImageTower, seed: int, n: int = 600) -> tuple[float, 
     return float(-lr.intercept_[0] / s), s
 
 
-def prepare(n: int, seed: int, log: Callable[[str], None] = print
+def prepare(n: int, seed: int, log: Callable[[str], None] = print,
+            view_probs: dict[str, float] | None = None,
             ) -> tuple[ViewSet, np.ndarray, np.ndarray, dict[str, torch.Tensor]]:
     """Training views, their caption embeddings (n, k, 384) and codes, and the prompt bank.
 
@@ -137,7 +138,7 @@ def prepare(n: int, seed: int, log: Callable[[str], None] = print
     machine given a copy of the cache, `VLENS_CACHE`) needs no text model.
     """
     t0 = time.time()
-    views = make_views(n, seed=TRAIN_SEED_BASE + seed)
+    views = make_views(n, seed=TRAIN_SEED_BASE + seed, view_probs=view_probs)
     texts, ccodes = captions_for(views, CAPTIONS_PER_IMAGE, seed)
     flat = [t for row in texts for t in row]
     log(f"generated {n} views in {time.time() - t0:.0f}s; embedding {len(set(flat))} captions")
@@ -163,6 +164,7 @@ def train(
     family_weights: dict[str, float] | None = None,
     device: str = "cpu",
     shift: int = 4,
+    view_probs: dict[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Generate data, train, calibrate and write weights to `out`; returns a summary."""
@@ -171,7 +173,7 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
-    views, emb_np, ccodes, bank = prepare(n, seed, log)
+    views, emb_np, ccodes, bank = prepare(n, seed, log, view_probs)
     emb = torch.from_numpy(emb_np).to(dev)
     bank = {k: v.to(dev) for k, v in bank.items()}
     x_all = torch.from_numpy(views.images).permute(0, 3, 1, 2).contiguous().to(dev)
@@ -221,7 +223,8 @@ def train(
                  "fit_seconds": round(fit_s, 1),
                  "cpu_seconds": round(time.process_time() - c0, 1),
                  "world_seed": TRAIN_SEED_BASE + seed,
-                 "family_weights": family_weights or {}, "init": str(init) if init else None}
+                 "family_weights": family_weights or {}, "init": str(init) if init else None,
+                 "view_probs": view_probs or dict(VIEW_PROBS)}
     if prior:
         cfg.train["stages"] = prior
     path = save_weights(tower, cfg, out)
