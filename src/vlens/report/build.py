@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -114,15 +115,23 @@ class _Collector:
         return self.rows.setdefault(row, f"s{row}")
 
 
-def _copy_image(src: Path | None, dst: Path) -> bool:
+def _copy_image(src: Path | None, dst: Path, link: bool = False) -> bool:
     """Put a thumbnail of `src` at `dst`. An RGB PNG already within THUMB is copied byte for
     byte (PIL reads only its header): decoding and re-encoding every card image was most of
-    the report's time. Anything else is decoded, shrunk and re-encoded as PNG."""
+    the report's time. With `link` (files the run itself wrote, replaced atomically and never
+    edited in place) it is hardlinked instead where the filesystem allows. Anything else is
+    decoded, shrunk and re-encoded as PNG."""
     if src is None or not src.is_file():
         return False
     try:
         with Image.open(src) as im:
             if im.format == "PNG" and im.mode == "RGB" and max(im.size) <= THUMB:
+                if link:
+                    try:
+                        os.link(src, dst)
+                        return True
+                    except OSError:
+                        pass
                 shutil.copyfile(src, dst)
                 return True
             im.thumbnail((THUMB, THUMB))
@@ -184,7 +193,7 @@ def _cards(run: RunData, rows: dict[int, str], img_dir: Path | None) -> dict[str
             path = (_original_path(run.run_dir, _val(r, src)) if kind == "o"
                     else _view_path(run.run_dir, _val(r, src)))
             name = f"{key}.{kind}.png"
-            if _copy_image(path, img_dir / name):
+            if _copy_image(path, img_dir / name, link=kind != "o"):
                 imgs[kind] = safe_report_url(f"img/{name}")
         ground = []
         if gmat is not None:
