@@ -258,8 +258,12 @@ def _slices(ctx: _Ctx, res: Findings, hooks: Hooks) -> None:
     if inp.embeddings is None or not cfg.slices:
         return
     z = sl.reduce_embeddings(inp.embeddings, cfg.pca_dim, cfg.seed)
+    zs = z
+    if cfg.slice_concept_dim > 0 and inp.concepts is not None and inp.concepts.shape[1] > 1:
+        zs = np.c_[z, sl.concept_features(inp.concepts, cfg.slice_concept_dim, cfg.seed,
+                                          chunk=cfg.chunk)]
     err = ~inp.correct
-    found = sl.error_slices(z, inp.label, err, inp.split, inp.classes, inp.ids,
+    found = sl.error_slices(zs, inp.label, err, inp.split, inp.classes, inp.ids,
                             cfg.max_components, cfg.error_weight, cfg.min_slice_errors,
                             alpha=cfg.alpha, max_fit=cfg.max_fit, seed=cfg.seed,
                             min_lift=cfg.min_lift)

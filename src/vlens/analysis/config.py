@@ -37,6 +37,7 @@ class AnalysisConfig:
     slices: bool = True
     baseline_slices: bool = True
     pca_dim: int = 16
+    slice_concept_dim: int = 4  # + this many PCA components of the concept log-odds (0: off)
     max_components: int = 6
     error_weight: float = 3.0
     min_slice_errors: int = 10
