@@ -272,12 +272,17 @@ class EigenCAM(BaseCAM):
 
 
 def principal_projection(acts: torch.Tensor) -> torch.Tensor:
-    """(n, C, h, w) -> (n, h, w): centred activations projected on the first component."""
+    """(n, C, h, w) -> (n, h, w): centred activations projected on the first component.
+
+    The float64 SVD runs on the CPU even for CUDA activations (the result goes back to their
+    device): with the SVD on the GPU, Eigen-CAM measured 628 img/s on an H200 against
+    1,914 img/s on 2 CPU threads (demo CNN, batch 32). This CPU path itself has not been
+    timed on a GPU machine yet."""
     n, c, h, w = acts.shape
-    a = torch.nan_to_num(acts.double()).reshape(n, c, h * w).transpose(1, 2)  # (n, hw, C)
-    a = a - a.mean(dim=1, keepdim=True)
+    a = torch.nan_to_num(acts.detach().double()).reshape(n, c, h * w).transpose(1, 2).cpu()
+    a = a - a.mean(dim=1, keepdim=True)  # (n, hw, C)
     _, _, vh = torch.linalg.svd(a, full_matrices=False)
     proj = (a @ vh[:, 0, :, None])[..., 0]  # (n, hw)
     flip = proj.min(dim=1).values.abs() > proj.max(dim=1).values.abs()
     proj = torch.where(flip[:, None], -proj, proj)
-    return proj.reshape(n, h, w).to(acts.dtype)
+    return proj.reshape(n, h, w).to(acts.device, acts.dtype)
