@@ -26,6 +26,21 @@ def test_write_artefacts_round_trip_and_no_temp_files(tmp_path):
     assert left == []
 
 
+def test_write_artefacts_replaces_a_symlink_never_writes_through_it(tmp_path):
+    import os
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"precious")
+    store = RunStore(tmp_path / "run")
+    (tmp_path / "run" / "saliency" / "maps").mkdir(parents=True)
+    link = tmp_path / "run" / "saliency" / "maps" / "s0.png"
+    os.symlink(outside, link)
+    got = store.write_artefacts({"saliency/maps/s0.png": b"new"})
+    assert got == {"saliency/maps/s0.png": "saliency/maps/s0.png"}
+    assert outside.read_bytes() == b"precious"
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+
+
 def test_write_artefacts_refuses_escaping_paths_before_writing(tmp_path):
     store = RunStore(tmp_path / "run")
     with pytest.raises(StoreError, match="escapes the run directory"):

@@ -355,6 +355,7 @@ class RunStore:
         one fsync per folder make the whole batch durable, instead of two fsyncs per file
         (which dominated the saliency stage: 4 PNGs per sample). Returns relpath -> the
         stored relative path. Call it before appending the rows that point at the files.
+        A symlink at a target path is replaced by the new file (rename semantics).
         """
         root = self.path.resolve()
         checked: dict[Path, Path] = {}  # folder -> resolved folder (one resolve per folder)
@@ -368,10 +369,9 @@ class RunStore:
                 if root != d and root not in d.parents:
                     raise StoreError(f"artefact path escapes the run directory: {rel!r}")
                 checked[p.parent] = d
-            target = checked[p.parent] / p.name
-            if target.is_symlink():  # a link inside the run dir could point anywhere
-                target = self.artefact_path(rel)
-            paths[rel] = target
+            # a symlink already at the target is replaced by the rename, never written
+            # through, so nothing outside the run dir can be touched (no lstat per file)
+            paths[rel] = checked[p.parent] / p.name
         dirs = set(checked.values())
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,9 @@ class RunStore:
                     os.fsync(f.fileno())
         for d in dirs:
             _fsync_dir(d)
-        return {rel: p.relative_to(root).as_posix() for rel, p in paths.items()}
+        rel_dir = {d: d.relative_to(root).as_posix() for d in dirs}  # one per folder
+        return {rel: f"{rel_dir[p.parent]}/{p.name}" if rel_dir[p.parent] != "." else p.name
+                for rel, p in paths.items()}
 
     def write_artefact(self, relpath: str, data: bytes | Callable[[IO[bytes]], None]) -> str:
         """Write an artefact atomically; returns its path relative to the run dir."""
