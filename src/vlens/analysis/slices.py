@@ -224,11 +224,14 @@ def domino_baseline(z: np.ndarray, label: np.ndarray, pred: np.ndarray, err: np.
 
 def describe_slices(slices: list[dict], ids: np.ndarray, label: np.ndarray,
                     correct: np.ndarray, describe: Callable | None, k: int = 4) -> None:
-    """Optional generative description: `describe(member_ids, nonmember_ids) -> str` gets a
-    few members and a few correctly handled samples of the same class."""
+    """Optional generative description: `describe(member_ids, nonmember_ids) -> str | None`
+    gets a few members and a few correctly handled samples of the same class; None or an
+    empty text leaves the slice without a description (its concept name stays)."""
     if describe is None:
         return
     for s in slices:
         rows = s["member_rows"][:k]
         pool = np.flatnonzero((label == s["class_index"]) & correct)[:k]
-        s["description"] = str(describe(ids[rows].tolist(), ids[pool].tolist()))
+        text = describe(ids[rows].tolist(), ids[pool].tolist())
+        if text is not None and str(text).strip():  # None / empty: no usable description
+            s["description"] = str(text).strip()

@@ -75,3 +75,35 @@ def get_schema(name: str) -> type[BaseModel]:
         raise ConfigError(
             f"unknown answer schema {name!r}; known: {', '.join(sorted(SCHEMAS))}"
         ) from None
+
+
+class SliceDescription(BaseModel):
+    """What a failure slice's members share that the comparison images do not (a contact
+    sheet: members on the top row, correctly handled images of the class below)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shared: str = Field(min_length=1, max_length=300,
+                        description="one short phrase: what the TOP-row images have in common")
+    differences: list[str] = Field(
+        default_factory=list, max_length=5,
+        description="short phrases: how the top row differs from the bottom row")
+
+
+class RewrittenSentence(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1, description="the reworded sentence")
+    finding_ids: list[str] = Field(min_length=1,
+                                   description="exactly the finding ids of the input sentence")
+
+
+class NarrativeRewrite(BaseModel):
+    """The narrative's sentences reworded (same claims, same numbers, same finding ids)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sentences: list[RewrittenSentence] = Field(min_length=1)
+
+
+SCHEMAS.update({"SliceDescription": SliceDescription, "NarrativeRewrite": NarrativeRewrite})
