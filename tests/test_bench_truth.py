@@ -87,3 +87,24 @@ def test_aggregate_mean_sd_over_seeds(tmp_path):
     assert summ["markdown"].startswith("| world | seeds |")
     assert summ["summary"][0]["accuracy"]["n"] == 3
 
+
+
+def test_find_runs_layouts(tmp_path):
+    from vlens.pipeline.bench import find_runs
+
+    def make(*parts, complete=True):
+        d = tmp_path.joinpath(*parts)
+        (d / "data").mkdir(parents=True)
+        (d / "data" / "manifest.jsonl").write_text("")
+        if complete:
+            (d / "predictions.parquet").write_text("")
+        return d
+
+    one = make("label_noise")
+    s10 = make("seed10", "rare_slice")
+    s2 = make("seed2", "rare_slice")
+    s2b = make("seed2", "label_noise")
+    make("seed2", "half_done", complete=False)  # never predicted: not a run
+    make("seedx", "label_noise")  # not a seed folder
+    assert find_runs(tmp_path) == [one, s2b, s2, s10]
+    assert find_runs(tmp_path, ["rare_slice"]) == [s2, s10]

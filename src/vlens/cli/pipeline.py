@@ -183,6 +183,8 @@ def bench_cmd(
     seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2 or "
                                      "0-2: one model and test world per seed, OUT/seed<k>/, "
                                      "mean ± sd per metric."),
+    rescore: bool = typer.Option(False, "--rescore", help="Only re-analyse and re-score the "
+                                 "runs already under OUT (after changing the analysis)."),
     vlm: str = VLM, method: str = METHOD, batch_size: int = BATCH,
     cache: Path | None = CACHE, no_cache: bool = NO_CACHE,
 ) -> None:
@@ -205,9 +207,15 @@ def bench_cmd(
         console.print(f"[bold]bench[/] {escape(name)} (seed {s}): training, generating, "
                       "explaining ...")
 
-    results = B.bench_many(configs or BENCH_CONFIGS, out, seed_list, on_start=started,
-                         n_train=n_train, epochs=epochs, n_test=n_test, options=opts,
-                         cache=_cache(cache, no_cache))
+    if rescore:
+        runs = B.find_runs(out, configs or None)
+        if not runs:
+            raise typer.BadParameter(f"no bench runs under {out}", param_hint="--out")
+        results = [B.rescore_run(r) for r in runs]
+    else:
+        results = B.bench_many(configs or BENCH_CONFIGS, out, seed_list, on_start=started,
+                               n_train=n_train, epochs=epochs, n_test=n_test, options=opts,
+                               cache=_cache(cache, no_cache))
     path = B.write_results(results, out / "bench.json")
     summary = B.aggregate(results)
     title = "one column per world" + (f"; mean ± sd over seeds {seeds}"

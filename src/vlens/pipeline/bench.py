@@ -103,12 +103,55 @@ def bench_one(config: str, out: Path, *, n_train: int = 6000, epochs: int = 4,
     rows = list(read_manifest(manifest))
     truth = planted_truth(planted, rows)
     res = run(adapter, f"manifest:{manifest}", run_dir, options or ExplainOptions(progress=False),
-              cache=cache, report=False, config={"command": "bench", "world": config})
+              cache=cache, report=False,
+              config={"command": "bench", "world": config, "seed": seed})
     scores = score_findings(res.raw, truth)
     acc = RunStore(run_dir).read_json("predict_summary.json") or {}
     return BenchResult(config=config, seed=seed, accuracy=acc.get("accuracy"), scores=scores,
                        seconds=time.perf_counter() - t0, train_seconds=train_s,
                        run_dir=run_dir, planted=truth)
+
+
+def rescore_run(run_dir: Path, seed: int | None = None) -> BenchResult:
+    """Re-analyse a finished bench run directory with the current analysis code and score it
+    again (no training, no explaining): for changes to `vlens.analysis`. The world comes
+    from the run's config (`world`), else the folder name; the seed from the config, else a
+    `seed<k>` parent folder, else `seed`."""
+    from vlens.analysis.bench import score_findings
+    from vlens.pipeline.full import analyze_run
+    from vlens.world import WorldConfig, read_manifest
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    store = RunStore(run_dir)
+    cfg = store.read_config() or {}
+    world = str(cfg.get("world") or run_dir.name)
+    if cfg.get("seed") is not None:
+        seed = int(cfg["seed"])
+    elif re.fullmatch(r"seed\d+", run_dir.parent.name):
+        seed = int(run_dir.parent.name[4:])
+    rows = list(read_manifest(run_dir / "data" / "manifest.jsonl"))
+    truth = planted_truth(WorldConfig.load(world).planted(), rows)
+    scores = score_findings(analyze_run(run_dir), truth)
+    acc = store.read_json("predict_summary.json") or {}
+    return BenchResult(config=world, seed=int(seed or 0), accuracy=acc.get("accuracy"),
+                       scores=scores, seconds=time.perf_counter() - t0, train_seconds=0.0,
+                       run_dir=run_dir, planted=truth)
+
+
+def find_runs(out: Path, configs: Sequence[str] | None = None) -> list[Path]:
+    """Bench run directories under OUT (OUT/<world> and OUT/seed<k>/<world>), optionally
+    only those of `configs`; seeds in numeric order, worlds in `configs` order."""
+    out = Path(out)
+    bases = [out] + sorted((d for d in out.glob("seed*") if re.fullmatch(r"seed\d+", d.name)),
+                           key=lambda d: int(d.name[4:]))
+    found = []
+    for base in bases:
+        names = list(configs) if configs else sorted(
+            d.name for d in base.iterdir() if (d / "data" / "manifest.jsonl").is_file()
+            and (d / "predictions.parquet").is_file())
+        found.extend(base / n for n in names if (base / n / "data" / "manifest.jsonl").is_file())
+    return found
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -221,6 +264,6 @@ def markdown_table(summary: Sequence[dict[str, Any]], keys: Sequence[str] | None
     return "\n".join(lines)
 
 
-__all__ = ["BenchResult", "aggregate", "bench_many", "bench_one", "format_mean_sd",
-           "markdown_table", "parse_seeds", "planted_truth", "summary_rows", "world_concept",
-           "write_results"]
+__all__ = ["BenchResult", "aggregate", "bench_many", "bench_one", "find_runs",
+           "format_mean_sd", "markdown_table", "parse_seeds", "planted_truth", "rescore_run",
+           "summary_rows", "world_concept", "write_results"]
