@@ -233,3 +233,47 @@ def test_faster_scorecam_with_all_channels_is_exact_scorecam() -> None:
         Adapter(model), x, per_sample)
     assert torch.equal(exact, allk)
     assert (exact - fewer).abs().max() > 1e-3  # an approximation, not the same map
+
+
+@pytest.mark.parametrize(("src", "dst"), [((8, 8), (64, 64)), ((7, 5), (224, 97)),
+                                          ((20, 12), (6, 9)), ((1, 3), (4, 4))])
+def test_matmul_upsample_equals_f_interpolate(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    import torch.nn.functional as F
+
+    from vlens.saliency._util import upsample
+
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn(3, 2, *src, generator=g)
+    ref = F.interpolate(maps, size=dst, mode="bilinear", align_corners=False)
+    ours = upsample(maps, dst)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max() < 1e-5
+    assert (upsample(maps[:, 0], dst) - ref[:, 0]).abs().max() < 1e-5  # (n, h, w) too
+    cl = maps.contiguous(memory_format=torch.channels_last)
+    assert (upsample(cl, dst) - ref).abs().max() < 1e-5
+    assert (upsample(maps.double(), dst) - ref.double()).abs().max() < 1e-5
+
+
+def test_fused_finalize_equals_upsample_relu_minmax() -> None:
+    import torch.nn.functional as F
+
+    cam = torch.randn(6, 7, 5, generator=torch.Generator().manual_seed(2))
+    cam[1] = -1.0  # all negative: ReLU makes it constant -> zeros
+    cam[2] = 3.0  # constant
+    cam[3, 0, 0] = float("nan")  # NaN map -> zeros, as before
+    cam[4] = cam[4].abs() + 1  # all positive: the ReLU changes nothing
+    before = cam.clone()
+    up = torch.relu(F.interpolate(cam[:, None], size=(30, 21), mode="bilinear",
+                                  align_corners=False)[:, 0]).reshape(6, -1)
+    lo = up.min(dim=1, keepdim=True).values
+    span = up.max(dim=1, keepdim=True).values - lo
+    ref = torch.where(span > 1e-12, (up - lo) / span.clamp_min(1e-12), 0.0).reshape(6, 30, 21)
+    ref[3] = 0.0
+    ref[2] = 0.0  # a constant map: F.interpolate's rounding noise (~1e-7) is not a signal
+    assert 0 < span[2] < 1e-5
+    ours = finalize(cam, (30, 21))
+    assert (ours - ref).abs().max() < 1e-6
+    assert ours.min() == 0 and ours.max() == 1
+    assert ours[1].abs().max() == 0 and ours[2].abs().max() == 0 and ours[3].abs().max() == 0
+    same = finalize(cam[:, :, :], (7, 5))  # no resize: must not write into the input
+    assert torch.equal(cam.nan_to_num(), before.nan_to_num()) and same.shape == (6, 7, 5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -25,30 +26,85 @@ EPS = 1e-12
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max to [0, 1]; a constant map becomes all zeros (no division by ~0)."""
+    """Per-map min-max to [0, 1]; a constant map (span within float rounding of its
+    magnitude) or one holding NaN becomes all zeros."""
     flat = maps.reshape(maps.shape[0], -1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
+    lo, hi = _minmax(flat)
+    return _scale_(flat - lo, lo, hi).reshape(maps.shape)
+
+
+def _minmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row min and max, (n, 1) each. ``amin``/``amax``: ``min(dim)``/``max(dim)`` and
+    ``aminmax`` also track indices and measured ~20x slower on the CPU (32 x 224^2)."""
+    return flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+
+
+def _scale_(shifted: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """In place: (x - lo) / (hi - lo) per row, given ``shifted = x - lo``.
+
+    A row is constant, and becomes 0, when its span is at most EPS or a few units of float
+    rounding of its magnitude (4 ulps): a constant map resized bilinearly varies by ~1e-7
+    relative from rounding alone, and min-max would blow that noise up to [0, 1]. A NaN
+    row becomes 0 too. In-place passes, no broadcast mask (``masked_fill_`` with an (n, 1)
+    mask measured 5x slower than these two passes together)."""
     span = hi - lo
-    safe = torch.where(span > EPS, span, torch.ones_like(span))
-    out = (flat - lo) / safe
-    out = torch.where(span > EPS, out, torch.zeros_like(out))
-    return out.reshape(maps.shape)
+    ulp = torch.finfo(shifted.dtype).eps if shifted.is_floating_point() else 0.0
+    tol = torch.maximum(lo.abs(), hi.abs()).mul_(4 * ulp).clamp_min_(EPS)
+    shifted.div_(torch.where(span > tol, span, torch.full_like(span, float("inf"))))
+    return shifted.nan_to_num_(nan=0.0, posinf=1.0, neginf=0.0)
+
+
+@lru_cache(maxsize=64)
+def _bilinear_matrix(src: int, dst: int, device: torch.device, dtype: torch.dtype
+                     ) -> torch.Tensor:
+    """(dst, src) weights of 1-d linear interpolation, ``align_corners=False``, the source
+    index rule of ``F.interpolate`` (src = (i + 0.5) * src/dst - 0.5, clamped at 0)."""
+    i = torch.arange(dst, dtype=torch.float64)
+    pos = ((i + 0.5) * (src / dst) - 0.5).clamp_min(0)
+    i0 = pos.floor().long().clamp_max(src - 1)
+    i1 = (i0 + 1).clamp_max(src - 1)
+    lam = pos - i0
+    m = torch.zeros(dst, src, dtype=torch.float64)
+    m[torch.arange(dst), i0] += 1 - lam
+    m[torch.arange(dst), i1] += lam
+    return m.to(device, dtype)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(n, h, w) or (n, c, h, w) -> same at `size`, bilinear (align_corners=False)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+    """(n, h, w) or (n, c, h, w) -> same at `size`, bilinear (align_corners=False).
+
+    On the CPU, bilinear resizing is separable, so it runs as two small matrix products
+    ``R_y @ map @ R_x^T`` (equal to ``F.interpolate`` up to float rounding, < 1e-6):
+    measured 9x faster than ``F.interpolate`` for 8x8 -> 64x64 maps and 1.6x for
+    7x7 -> 224x224 on one thread. Elsewhere (CUDA: a matmul may run in TF32) it is
+    ``F.interpolate``."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(maps.shape[-2:]) == size:
         return maps
+    if maps.device.type == "cpu" and maps.dtype in (torch.float32, torch.float64):
+        ry = _bilinear_matrix(maps.shape[-2], size[0], maps.device, maps.dtype)
+        rx = _bilinear_matrix(maps.shape[-1], size[1], maps.device, maps.dtype)
+        return ry @ maps @ rx.T
     squeeze = maps.dim() == 3
     t = maps[:, None] if squeeze else maps
-    t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+    t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
     return t[:, 0] if squeeze else t
 
 
 def finalize(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The CAM finishing recipe: upsample to the input size, ReLU, per-map min-max."""
-    return normalize_maps(torch.relu(upsample(cam.float(), size)))
+    """The CAM finishing recipe: upsample to the input size, ReLU, per-map min-max.
+
+    Same values as ``normalize_maps(relu(upsample(cam)))`` in fewer passes: with
+    lo = max(min, 0), ``relu(x) - lo == clamp(x, min=lo) - lo`` for every x, so the ReLU
+    folds into a clamp, done in place on the upsampled copy."""
+    up = upsample(cam.float(), size)
+    if up.data_ptr() == cam.data_ptr():
+        up = up.clone()  # never write into the caller's tensor
+    flat = up.reshape(up.shape[0], -1)
+    lo, hi = _minmax(flat)
+    lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+    flat = flat.clamp_(min=lo).sub_(lo)
+    return _scale_(flat, lo, hi).reshape(up.shape)
 
 
 def require_module(model: ModelAdapter, method: str) -> torch.nn.Module:
