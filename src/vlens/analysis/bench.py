@@ -9,7 +9,8 @@
   the best discovered slice (its top-10 ranked members) and recall of that slice's listed
   members; the same for the baseline slices, side by side;
 - label errors: precision and recall of the candidate ids, and precision@k of the ranked
-  list (k = 10, 25, 50; None when fewer than k candidates).
+  list (k = 10, 25, 50; None when fewer than k candidates); the number of candidates is
+  always given (without planted noise, each one is a false positive).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def score_findings(findings, planted: dict, ks=(1, 3, 5, 10)) -> dict:
         out["slice_recall"] = sum(s["recall"] for s in ours) / len(ours)
         out["baseline_precision@10"] = sum(s["precision_at_k"] for s in base) / len(base)
         out["baseline_recall"] = sum(s["recall"] for s in base) / len(base)
+    # always: on a world without injected label noise every candidate is a false positive
+    out["label_error_candidates"] = len(d.get("label_error_candidates", []))
     if "label_errors" in planted:
         truth = set(map(str, planted["label_errors"]))
         ranked = [str(c["id"]) for c in d.get("label_error_candidates", [])]
@@ -80,5 +83,4 @@ def score_findings(findings, planted: dict, ks=(1, 3, 5, 10)) -> dict:
                                                  if len(ranked) >= k else None)
         out["label_error_precision"] = hit / len(cand) if cand else 0.0
         out["label_error_recall"] = hit / len(truth) if truth else 0.0
-        out["label_error_candidates"] = len(cand)
     return out

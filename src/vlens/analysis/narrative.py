@@ -41,7 +41,8 @@ def _sentence(f) -> str:
     if f.kind == "confusion_pair":
         return f"{f.title}{tail}."
     if f.kind == "label_error":
-        return f"{f.title}; these labels may be wrong{tail}."
+        return (f"{f.title} (estimated label-noise rate {_pct(s.get('noise_rate'))}); they are "
+                f"candidates to re-check by hand, not confirmed errors{tail}.")
     return f"{f.title}{tail}."
 
 
