@@ -22,7 +22,7 @@ Sections:
    top-10% pixel overlap). With `--device cuda` also resnet18 at 224 px (random weights).
 3. Every registered explainer with its default parameters on the demo CNN (64 px, batch 32;
    the perturbation methods, which run hundreds of forwards per image, on batch 4, median of
-   3 calls after a warm-up; rollout on a small timm ViT).
+   3 calls (no warm-up; fewer if `--demo-repeats` is smaller); rollout on a small timm ViT).
 """
 
 from __future__ import annotations
@@ -249,8 +249,10 @@ def methods_section(batch: int, repeats: int, small_batch: int = 4) -> dict:
         # perturbation methods cost hundreds of forwards per image: fewer images and calls
         n = small_batch if name in EXPENSIVE else batch
         xs = x[:n]
+        cheap = name not in EXPENSIVE
         r = timed_many({name: lambda ex=ex, model=model, xs=xs: ex.explain(
-            model, xs, lambda o: o[:, 0])}, 3 if name in EXPENSIVE else repeats, n)[name]
+            model, xs, lambda o: o[:, 0])}, repeats if cheap else min(3, repeats), n,
+            warm=cheap)[name]
         r["batch"] = n
         r["model"] = "timm vit (64px, patch 8, dim 96, depth 6)" if name == "rollout" \
             else "demo_cnn (64px)"
