@@ -143,6 +143,13 @@ def test_forward_that_rejects_channels_last_is_retried_as_given() -> None:
     ours = get_explainer("gradcam", target_layer="block").explain(Adapter(model), x, per_sample)
     assert [s["channels_last"] for s in model.seen] == [True, False]
     assert (ours - ref).abs().max() == 0
+    # Score-CAM builds its masked inputs in channels-last memory; the retry must still work
+    ref = get_explainer("scorecam", target_layer="block", channels_last=False).explain(
+        Adapter(model), x, per_sample)
+    model.seen.clear()
+    ours = get_explainer("scorecam", target_layer="block").explain(Adapter(model), x, per_sample)
+    assert [s["channels_last"] for s in model.seen][:4] == [True, False, True, False]
+    assert (ours - ref).abs().max() < 1e-6
 
 
 def test_parameters_do_not_require_grad_during_the_call_and_are_restored() -> None:

@@ -149,14 +149,15 @@ def forward_as(
 
     The values are the same in both layouts (up to float rounding of the convolution
     algorithm); a forward that rejects a channels-last input (e.g. ``x.view(n, -1)`` on it)
-    is retried once with `x` as given. `reset` runs before every attempt (hook state)."""
+    is retried once with `x` in the default (contiguous) layout. `reset` runs before every
+    attempt (hook state)."""
     if channels_last:
         if reset is not None:
             reset()
         try:
             return model.forward(x.contiguous(memory_format=torch.channels_last))
         except RuntimeError:
-            pass
+            x = x.contiguous()
     if reset is not None:
         reset()
     return model.forward(x)

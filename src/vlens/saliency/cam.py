@@ -246,14 +246,22 @@ class ScoreCAM(BaseCAM):
         acts = self.select(acts)
         n, c = acts.shape[:2]
         size = tuple(x.shape[-2:])
+        cl = use_channels_last(ctx["model"], x, self.channels_last)
+        x_last = x.permute(0, 2, 3, 1)  # (n, H, W, 3) view
 
         def make(j0: int, j1: int) -> torch.Tensor:
-            m = upsample(acts[:, j0:j1], size)  # (n, m, H, W)
+            """Masked copies (m, n, 3, H, W), written once, straight into the layout the
+            forward takes (channels-last memory when `cl`: no transpose or layout copy)."""
+            m = upsample(acts[:, j0:j1].transpose(0, 1), size)  # (m, n, H, W)
             m = normalize_maps(m.reshape(-1, *size)).reshape(m.shape).to(x.dtype)
-            return (x[:, None] * m[:, :, None]).transpose(0, 1)  # (m, n, 3, H, W)
+            if cl:
+                out = torch.empty((*m.shape, x.shape[1]), dtype=x.dtype, device=x.device)
+                torch.mul(m[..., None], x_last[None], out=out)
+                return out.permute(0, 1, 4, 2, 3)
+            out = torch.empty((m.shape[0], *x.shape), dtype=x.dtype, device=x.device)
+            return torch.mul(m[:, :, None], x[None], out=out)
 
-        scores = block_scores(ctx["model"], ctx["target"], n, c, make, self.batch_size,
-                              self.channels_last)
+        scores = block_scores(ctx["model"], ctx["target"], n, c, make, self.batch_size, cl)
         w = torch.softmax(scores.T, dim=1)  # (n, c)
         return torch.einsum("nc,nchw->nhw", w, acts)
 
