@@ -165,3 +165,16 @@ def test_damaged_digest_file_recomputes(cold, tmp_path):
     assert (out / DIGEST_FILE).read_text() == analysis_digest(out, cold["vlm"])
     assert (out / "report" / "index.html").is_file()
     assert _findings(out) == _findings(cold["root"] / "cold")
+
+
+def test_vlm_stage_fingerprint_follows_the_judge_rule_version(monkeypatch):
+    from vlens.pipeline.vlm_stage import VLMStage
+    from vlens.vlm import judge
+
+    def fp():
+        return VLMStage(ColourVLM(), ColourVLM(), ["a", "b"], ["red"], "sal").fingerprint
+
+    before = fp()
+    assert fp() == before  # stable
+    monkeypatch.setattr(judge, "JUDGE_RULE_VERSION", "test-next")
+    assert fp() != before  # cached judge answers of the old rule are not reused

@@ -98,8 +98,13 @@ class VLMStage:
     ) -> None:
         self.judge_vlm, self.concept_vlm = judge_vlm, concept_vlm
         self.class_names, self.vocabulary = list(class_names), list(vocabulary)
+        from vlens.vlm import judge as judge_mod
+
+        # the judge's rule version: a new rule (e.g. how focus is scored) must not be served
+        # answers cached under the old one
+        rule = getattr(judge_mod, "JUDGE_RULE_VERSION", None)
         self.fingerprint = fingerprint_of(
-            "vlm", VLM_STAGE_VERSION, judge_vlm.fingerprint,
+            "vlm", VLM_STAGE_VERSION, rule, judge_vlm.fingerprint,
             concept_vlm.fingerprint if concept_vlm is not None else None,
             self.class_names, self.vocabulary, saliency_fingerprint,
         )
