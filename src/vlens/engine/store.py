@@ -357,31 +357,33 @@ class RunStore:
         stored relative path. Call it before appending the rows that point at the files.
         A symlink at a target path is replaced by the new file (rename semantics).
         """
-        root = self.path.resolve()
-        checked: dict[Path, Path] = {}  # folder -> resolved folder (one resolve per folder)
-        paths = {}
-        for rel in files:
-            p = self.path / rel
-            if p.name in ("", ".", ".."):
+        root = os.path.realpath(self.path)
+        base = str(self.path)
+        checked: dict[str, str] = {}  # folder -> resolved folder (one resolve per folder)
+        paths: dict[str, tuple[str, str]] = {}  # rel -> (resolved folder, file name)
+        for rel in files:  # plain strings: pathlib objects per file cost more than the I/O
+            folder, name = os.path.split(os.path.join(base, rel))
+            if name in ("", ".", ".."):
                 raise StoreError(f"artefact path escapes the run directory: {rel!r}")
-            if p.parent not in checked:
-                d = p.parent.resolve()
-                if root != d and root not in d.parents:
+            d = checked.get(folder)
+            if d is None:
+                d = os.path.realpath(folder)
+                if d != root and not d.startswith(root.rstrip(os.sep) + os.sep):
                     raise StoreError(f"artefact path escapes the run directory: {rel!r}")
-                checked[p.parent] = d
+                checked[folder] = d
             # a symlink already at the target is replaced by the rename, never written
             # through, so nothing outside the run dir can be touched (no lstat per file)
-            paths[rel] = checked[p.parent] / p.name
+            paths[rel] = (d, name)
         dirs = set(checked.values())
         for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
+            os.makedirs(d, exist_ok=True)
         written = []
         # plain os calls, one temp name per file from one random token (like mkstemp: O_EXCL,
         # mode 0600, never following a link), without mkstemp's per-call Python overhead
         token = secrets.token_hex(6)
-        for i, (rel, p) in enumerate(paths.items()):
-            sp = str(p)
-            tmp = os.path.join(os.path.dirname(sp), f".{p.name}.{token}{i}.tmp")
+        for i, (rel, (d, name)) in enumerate(paths.items()):
+            target = os.path.join(d, name)
+            tmp = os.path.join(d, f".{name}.{token}{i}.tmp")
             fd = os.open(tmp, _TMP_FLAGS, 0o600)
             try:
                 try:
@@ -390,21 +392,21 @@ class RunStore:
                         view = view[os.write(fd, view):]
                 finally:
                     os.close(fd)
-                os.replace(tmp, sp)
+                os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            written.append(p)
+            written.append(target)
         if written and not _syncfs(self.path):
-            for p in written:
-                with open(p, "rb") as f:
+            for t in written:
+                with open(t, "rb") as f:
                     os.fsync(f.fileno())
         for d in dirs:
-            _fsync_dir(d)
-        rel_dir = {d: d.relative_to(root).as_posix() for d in dirs}  # one per folder
-        return {rel: f"{rel_dir[p.parent]}/{p.name}" if rel_dir[p.parent] != "." else p.name
-                for rel, p in paths.items()}
+            _fsync_dir(Path(d))
+        rel_dir = {d: os.path.relpath(d, root).replace(os.sep, "/") for d in dirs}
+        return {rel: f"{rel_dir[d]}/{name}" if rel_dir[d] != "." else name
+                for rel, (d, name) in paths.items()}
 
     def write_artefact(self, relpath: str, data: bytes | Callable[[IO[bytes]], None]) -> str:
         """Write an artefact atomically; returns its path relative to the run dir."""
