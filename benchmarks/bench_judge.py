@@ -54,12 +54,12 @@ def view_on_object(run_dir: Path, sal: pd.DataFrame, alpha: float, beta: float) 
 def table(run_dir: Path, alpha: float = 25.0, beta: float = 0.6) -> pd.DataFrame:
     """One row per judged sample: focus, truths, correctness and demo_train bias groups."""
     from vlens.runs import load_run
-    from vlens.world.config import load_config
+    from vlens.world.config import WorldConfig
     from vlens.world.generator import bias_groups
 
     r = load_run(run_dir)
-    biases = [b for b in load_config("demo_train").biases
-              if type(b).__name__ in ("SpuriousBias", "ShortcutBias")]
+    biases = [b for b in WorldConfig.load("demo_train").biases
+              if b.kind in ("spurious", "shortcut")]
     s = r.samples.set_index("id")
     meta = {c[5:]: s[c] for c in s.columns if c.startswith("meta_")}
     attrs = pd.DataFrame(meta)

@@ -26,8 +26,11 @@ DEFAULT_CONCEPTS: dict[str, list[str]] = {
     "texture": ["striped texture", "dotted texture", "smooth surface", "rough texture"],
     "quality": ["blurry", "noisy", "low contrast", "occluded", "text or tag", "cropped"],
 }
-# Concepts the contrastive judge compares the predicted class against (not-the-object things).
-BACKGROUND_CONCEPTS: list[str] = DEFAULT_CONCEPTS["scene"] + ["an empty black image"]
+# Concepts the contrastive judge compares the predicted class against (not-the-object things):
+# scenes, text/tags (a classic shortcut) and "nothing visible". Not "plain background": every
+# masked view is on a plain black background, so it would describe all of them.
+BACKGROUND_CONCEPTS: list[str] = [c for c in DEFAULT_CONCEPTS["scene"] if c != "plain background"
+                                  ] + ["text or tag", "an empty black image"]
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

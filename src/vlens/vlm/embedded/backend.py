@@ -71,6 +71,10 @@ class EmbeddedVLM:
 
     name = "embedded"
     capabilities = frozenset({CONTRASTIVE, GENERATIVE})
+    judge_background: tuple[str, ...] = (
+        *(V.WORDS["background"][b][0] for b in V.FAMILIES["background"] if b != "black"),
+        "text or tag", "an empty black image")
+    """The non-object concepts it knows, for the contrastive judge (`vlens.vlm.judge`)."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 256) -> None:
