@@ -69,9 +69,6 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
     (stored in findings.digest), so re-running on the same run dir reads it back, and a new
     run dir with the same tables gets the result from `cache` without any VLM call.
     """
-    from vlens.analysis import AnalysisConfig, AnalysisInput, Hooks, analyze
-    from vlens.pipeline.hooks import utility_answers
-
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
     digest = analysis_digest(run_dir, vlm, **config)
@@ -86,6 +83,10 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
         if hit is not None:
             data = _own_run_info(hit["findings"], run_dir)
     if data is None:
+        # imported only when the analysis really runs (scipy, sklearn: seconds to import)
+        from vlens.analysis import AnalysisConfig, AnalysisInput, Hooks, analyze
+        from vlens.pipeline.hooks import utility_answers
+
         hooks = Hooks(utility=utility_answers(run_dir, vlm, cache=cache)
                       if vlm is not None else None)
         res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config), hooks)
@@ -110,7 +111,6 @@ def report_run(run_dir: str | Path) -> Path:
     it reads are part of the findings digest. Returns the report's path either way.
     """
     from vlens.engine.digest import code_digest, inputs_digest
-    from vlens.report import build_report
 
     run_dir = Path(run_dir)
     digest = inputs_digest(run_dir, ("saliency",),
@@ -121,6 +121,8 @@ def report_run(run_dir: str | Path) -> Path:
     if index.is_file() and dfile.is_file() and dfile.read_text().strip() == digest:
         return index
     dfile.unlink(missing_ok=True)  # a crash while building must not leave a stale match
+    from vlens.report import build_report
+
     path = build_report(run_dir)
     atomic_write_bytes(dfile, digest.encode())
     return path
