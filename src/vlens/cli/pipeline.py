@@ -224,8 +224,8 @@ def bench_cmd(
     t.add_column("metric")
     for r in summary:
         t.add_column(escape(str(r["config"])), justify="right")
-    keys = [k for k in dict.fromkeys(k for r in summary for k in r)
-            if k not in ("config", "seeds")]
+    keys = [k for k in B.SUMMARY_KEYS if any(k in r for r in summary)
+            and not (rescore and k == "seconds")]  # rescoring time is not the bench's
     for key in keys:
         t.add_row(key, *(B.format_mean_sd(r.get(key), 1 if key == "seconds" else 3)
                          for r in summary))

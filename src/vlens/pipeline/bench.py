@@ -206,7 +206,8 @@ def write_results(results: Sequence[BenchResult], path: Path) -> Path:
 
 SUMMARY_KEYS = ["accuracy", "bias_recall@1", "bias_recall@3", "slice_precision@10",
                 "slice_recall", "baseline_precision@10", "baseline_recall",
-                "label_error_precision", "label_error_recall", "label_error_precision@25",
+                "label_error_precision", "label_error_recall", "label_error_precision@10",
+                "label_error_precision@25",
                 "label_error_precision@50", "label_error_candidates", "seconds"]
 
 
