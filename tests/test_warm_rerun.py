@@ -52,6 +52,12 @@ def cold(tmp_path_factory):
             "cache": cache, "opts": opts, "res": res, "cold_calls": vlm.calls}
 
 
+def _digest(run_dir):
+    """The analysis digest recorded in findings.digest (first line; the second is the hash of
+    findings.json itself)."""
+    return (run_dir / DIGEST_FILE).read_text().split()[0]
+
+
 def _findings(run_dir):
     data = json.loads((run_dir / "findings.json").read_text())
     data["run"].pop("name")
@@ -69,8 +75,7 @@ def test_cold_run_called_the_vlm_for_stages_and_utility(cold):
     f = json.loads((cold["root"] / "cold" / "findings.json").read_text())
     assert f["run"]["name"] == "cold"
     assert isinstance(f.get("utility_k"), dict)  # the VLM hook ran and its result is kept
-    assert (cold["root"] / "cold" / DIGEST_FILE).read_text() == analysis_digest(
-        cold["root"] / "cold", cold["vlm"])
+    assert _digest(cold["root"] / "cold") == analysis_digest(cold["root"] / "cold", cold["vlm"])
 
 
 def test_resume_same_dir_does_nothing_and_calls_no_vlm(cold):
@@ -109,18 +114,18 @@ def test_new_dir_same_cache_equals_cold_without_vlm_calls(cold):
     assert json.loads((out / "findings.json").read_text())["run"]["name"] == "warm"
     assert res.findings == cold["res"].findings
     assert (out / "report" / "index.html").is_file()
-    assert (out / DIGEST_FILE).read_text() == (cold["root"] / "cold" / DIGEST_FILE).read_text()
+    assert _digest(out) == _digest(cold["root"] / "cold") == analysis_digest(out, cold["vlm"])
 
 
 def test_changed_analysis_config_recomputes_with_cached_utility_guesses(cold, tmp_path):
     out = cold["root"] / "cold"
-    old = (out / DIGEST_FILE).read_text()
+    old = _digest(out)
     _again(cold, out, analysis={"min_support": 3})
-    new = (out / DIGEST_FILE).read_text()
+    new = _digest(out)
     assert new != old and new == analysis_digest(out, cold["vlm"], min_support=3)
     assert cold["vlm"].calls == 0  # the utility guesses came from the cache
     _again(cold, out)  # back to the default config: served from the cache by digest
-    assert (out / DIGEST_FILE).read_text() == old and cold["vlm"].calls == 0
+    assert _digest(out) == old and cold["vlm"].calls == 0
 
 
 def test_changed_table_invalidates_analysis_and_report(cold, tmp_path):
@@ -132,11 +137,11 @@ def test_changed_table_invalidates_analysis_and_report(cold, tmp_path):
     vlm = store.read_table("vlm")
     vlm["focus_score"] = np.where(vlm["status"] == "ok", 1.0, np.nan)
     store.write_table("vlm", vlm)
-    old = (out / DIGEST_FILE).read_text()
+    old = _digest(out)
     assert analysis_digest(out, cold["vlm"]) != old
     cache = Cache(tmp_path / "empty-cache")
     res = _again(cold, out, cache=cache)  # stages resume; the analysis must run again
-    assert (out / DIGEST_FILE).read_text() == analysis_digest(out, cold["vlm"])
+    assert _digest(out) == analysis_digest(out, cold["vlm"])
     assert cache.get_many(ANALYSIS_FP, [analysis_digest(out, cold["vlm"])])
     assert res.raw["run"]["name"] == "edited"
     assert (out / REPORT_DIGEST_FILE).read_text() != \
@@ -162,9 +167,23 @@ def test_damaged_digest_file_recomputes(cold, tmp_path):
     (out / DIGEST_FILE).write_text("not a digest")
     (out / "report" / "index.html").unlink()
     _again(cold, out)
-    assert (out / DIGEST_FILE).read_text() == analysis_digest(out, cold["vlm"])
+    assert _digest(out) == analysis_digest(out, cold["vlm"])
     assert (out / "report" / "index.html").is_file()
     assert _findings(out) == _findings(cold["root"] / "cold")
+
+
+def test_findings_rewritten_by_something_else_are_recomputed(cold, tmp_path):
+    import shutil
+
+    out = tmp_path / "rewritten"
+    shutil.copytree(cold["root"] / "cold", out)
+    other = json.loads((out / "findings.json").read_text())
+    other["findings"] = []  # e.g. `vlens analyze` with other options wrote it
+    (out / "findings.json").write_text(json.dumps(other))
+    res = _again(cold, out)
+    assert cold["vlm"].calls == 0  # served from the cache by digest, not from the stale file
+    assert _findings(out) == _findings(cold["root"] / "cold")
+    assert res.findings == cold["res"].findings
 
 
 def test_vlm_stage_fingerprint_follows_the_judge_rule_version(monkeypatch):

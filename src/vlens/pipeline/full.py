@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from vlens.engine.cache import Cache
+from vlens.engine.digest import file_digest
 from vlens.engine.store import RunStore, atomic_write_bytes
 from vlens.errors import ConfigError
 from vlens.pipeline.run import ExplainOptions, explain
@@ -72,8 +73,11 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
     digest = analysis_digest(run_dir, vlm, **config)
-    dfile = run_dir / DIGEST_FILE
-    if dfile.is_file() and dfile.read_text().strip() == digest:
+    dfile, ffile = run_dir / DIGEST_FILE, run_dir / "findings.json"
+    # the digest file also records findings.json's own hash: a findings.json rewritten by
+    # anything else (e.g. `vlens analyze` with other options) is never taken as this result
+    if dfile.is_file() and ffile.is_file() and \
+            dfile.read_text().split() == [digest, file_digest(ffile)]:
         data = store.read_json("findings.json")
         if isinstance(data, dict):
             return data
@@ -96,7 +100,7 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
             cache.put_many(ANALYSIS_FP, {digest: {"findings": data}})
     # findings first, then the digest: a crash between the two only redoes the analysis
     store.write_json("findings.json", data)
-    atomic_write_bytes(dfile, digest.encode())
+    atomic_write_bytes(dfile, f"{digest}\n{file_digest(ffile)}\n".encode())
     return data
 
 
