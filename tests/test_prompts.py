@@ -15,7 +15,8 @@ from vlens.vlm.structured import ParseError, extract_json, parse_answer
 
 
 def test_packaged_prompts_load():
-    assert list_prompts() == ["describe", "grounding", "judge", "utility_k"]
+    assert list_prompts() == ["describe", "grounding", "judge", "narrative_rewrite",
+                              "slice_describe", "utility_k"]
     for name in list_prompts():
         p = load_prompt(name)
         assert p.name == name and p.version >= 1 and p.key == f"{name}@{p.version}"
