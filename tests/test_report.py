@@ -114,6 +114,8 @@ def test_sections_present(built):
     assert "Error lift when a concept is present" in html
     assert "circle → predicted square" in html
     assert "Reliability (ECE = " in html
+    assert "<th>suggested</th><th>P(label wrong)</th>" in html  # label-error evidence
+    assert "<td>0.875</td>" in html
 
 
 def test_hostile_text_is_escaped(hostile):
