@@ -55,6 +55,22 @@ class Sink(Protocol):
 
 
 Derive = Callable[[list[Row], list[Row]], list[Row]]
+STATUS_COLUMNS = ("status", "error")
+
+
+def rows_frame(rows: list[Row]) -> pd.DataFrame:
+    """Stage rows as a DataFrame with ``status`` and ``error`` always the last columns.
+
+    pandas orders columns by first appearance, and an error row (``id, status, error``)
+    lists them before the stage's own fields; without this, a table's column order would
+    depend on whether its first stored batch began with an error row (e.g. which batch a
+    Ray worker finished first).
+    """
+    df = pd.DataFrame(rows)
+    tail = [c for c in STATUS_COLUMNS if c in df.columns]
+    if tail and list(df.columns[-len(tail):]) != tail:
+        df = df[[c for c in df.columns if c not in tail] + tail]
+    return df
 
 
 class TableSink:
@@ -77,7 +93,7 @@ class TableSink:
     def write(self, items: list[Row], rows: list[Row]) -> None:
         for name, fn in self.derived.items():
             self.store.append(name, pd.DataFrame(fn(items, rows)))
-        self.store.append(self.table, pd.DataFrame(rows))
+        self.store.append(self.table, rows_frame(rows))
         self._writes += 1
         if self.compact_every and self._writes % self.compact_every == 0:
             # keep the part count (and so resume scans and the final compaction) bounded

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
 from vlens.data.paths import load_sample_image
+from vlens.engine.base import rows_frame
 from vlens.engine.stage import Row, error_row, fingerprint_of
 from vlens.engine.store import RunStore
 from vlens.errors import ImageError, VlensError
@@ -189,7 +189,7 @@ class ArtefactTableSink:
             for k in ("map_path", *(f"view_{kind}" for kind in VIEW_KINDS)):
                 if row.get(k) is not None:
                     row[k] = stored[row[k]]
-        self.store.append(self.table, pd.DataFrame(out))
+        self.store.append(self.table, rows_frame(out))
 
     def close(self) -> None:
         if self.store.has_parts(self.table):

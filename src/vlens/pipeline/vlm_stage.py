@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from vlens.data.paths import load_sample_image
+from vlens.engine.base import rows_frame
 from vlens.engine.stage import Row, error_row, fingerprint_of
 from vlens.engine.store import RunStore
 from vlens.errors import ImageError, VlensError
@@ -194,7 +195,7 @@ class VLMTableSink:
                 "embedding": [np.asarray(rows[i]["_embedding"], np.float32) for i in have],
             }))
         plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-        df = pd.DataFrame(plain)
+        df = rows_frame(plain)
         # always a list column (error rows: []), also in a batch of error rows only, so the
         # table does not depend on how rows were batched (e.g. Ray serving hits first)
         col = df["distractors"] if "distractors" in df else [None] * len(df)
