@@ -103,3 +103,71 @@ def test_explain_limit_and_method(world, tmp_path):
     run = load_run(tmp_path / "run")
     assert len(run.saliency) == 5 and set(run.saliency["method"]) == {"eigencam"}
     assert run.config["method"] == "eigencam"
+
+
+class EchoWriterVLM:
+    """Generative-only fake: rewrites each narrative sentence as "In short: ..." (same ids,
+    same numbers) and describes any contact sheet as "bright images"."""
+
+    name = "echo-writer"
+    fingerprint = "echo-writer-v1"
+
+    def __init__(self) -> None:
+        from vlens.vlm.base import GENERATIVE
+
+        self.capabilities = frozenset({GENERATIVE})
+        self.prompts: list[str] = []
+
+    def _generate(self, reqs):
+        from vlens.vlm.structured import Generation
+
+        out = []
+        for r in reqs:
+            user = r.messages[-1]["content"]
+            self.prompts.append(user)
+            if "support it:" in user:
+                sents = json.loads(user.split("support it:\n", 1)[1].split("\nReword", 1)[0])
+                out.append(Generation(text=json.dumps({"sentences": [
+                    {"text": "In short: " + s["text"], "finding_ids": s["finding_ids"]}
+                    for s in sents]})))
+            else:
+                out.append(Generation(text=json.dumps(
+                    {"shared": "bright images", "differences": ["brighter"]})))
+        return out
+
+    def ask(self, images, prompt, variables):
+        from vlens.vlm.structured import ask_structured
+
+        return ask_structured(self._generate, images, prompt, variables)
+
+
+def test_generative_hooks_are_wired_into_analyze_run(world, tmp_path):
+    """`analyze_run(gen_vlm=...)` rewrites the narrative through the VLM (claims and ids
+    kept) and the result is keyed by the generative VLM too; `run` passes the judge VLM
+    only when it judged by prompting."""
+    from vlens.pipeline.full import analysis_digest, analyze_run, generative_judge
+    from vlens.vlm.base import CONTRASTIVE, GENERATIVE
+
+    manifest, _, _ = world
+    from vlens.data import open_dataset
+
+    source = open_dataset(f"manifest:{manifest}")
+    out = tmp_path / "run"
+    explain(_adapter(source.class_names), source, out,
+            ExplainOptions(vlm=ColourVLM(), batch_size=8, progress=False))
+    plain = analyze_run(out)
+    writer = EchoWriterVLM()
+    assert analysis_digest(out, None, writer) != analysis_digest(out, None, None)
+    told = analyze_run(out, gen_vlm=writer)
+    assert plain["narrative"] and writer.prompts
+    assert [s["text"] for s in told["narrative"]] == \
+        ["In short: " + s["text"] for s in plain["narrative"]]
+    assert [s["finding_ids"] for s in told["narrative"]] == \
+        [s["finding_ids"] for s in plain["narrative"]]
+    assert generative_judge(writer) is writer
+    assert generative_judge(ColourVLM()) is None  # contrastive: judged by the rule
+
+    class Both:
+        capabilities = frozenset({CONTRASTIVE, GENERATIVE})  # e.g. the embedded VLM
+
+    assert generative_judge(Both()) is None

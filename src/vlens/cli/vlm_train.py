@@ -10,9 +10,6 @@ from rich.console import Console
 
 from vlens.cli.apps import vlm_app
 from vlens.errors import ConfigError
-from vlens.vlm.embedded.data import CAM_PROBS, VIEW_PROBS
-
-VIEW_KINDS = (*VIEW_PROBS, "cam")
 
 console = Console()
 
@@ -47,6 +44,7 @@ def train_embedded(
     vlens vlm train-embedded --out DIR2 --init DIR1 --views cam-stage -n 16000 -e 3 --lr 1e-3
     """
     from vlens.vlm.embedded.backend import EmbeddedVLM, shipped_weights_dir
+    from vlens.vlm.embedded.data import CAM_PROBS, VIEW_PROBS
     from vlens.vlm.embedded.evaluate import evaluate_zero_shot
     from vlens.vlm.embedded.model import save_config
     from vlens.vlm.embedded.train import train
@@ -56,7 +54,7 @@ def train_embedded(
         views = ",".join(f"{k}={v}" for k, v in CAM_PROBS.items())
 
     out = out or shipped_weights_dir()
-    view_probs = _parse_pairs("--views", views, VIEW_KINDS) if views else None
+    view_probs = _parse_pairs("--views", views, (*VIEW_PROBS, "cam")) if views else None
     try:
         weights = {k.strip(): float(v) for k, v in
                    (kv.split("=") for kv in family_weights.split(",") if kv.strip())}

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torchvision.ops import box_iou
 
 from vlens.data.base import Sample
 from vlens.errors import ModelError
@@ -35,6 +34,7 @@ def greedy_match(pred_boxes: torch.Tensor, pred_labels: torch.Tensor | None,
     """(pred index, gt index, IoU) pairs; predictions must be sorted by score, descending."""
     if len(pred_boxes) == 0 or len(gt_boxes) == 0:
         return []
+    from torchvision.ops import box_iou  # lazy: torchvision costs ~1.8 s to import
     ious = box_iou(pred_boxes.float(), gt_boxes.float()).cpu()
     if pred_labels is not None and gt_labels is not None:
         same = pred_labels.cpu()[:, None] == gt_labels.cpu()[None, :]

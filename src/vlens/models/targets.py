@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou
 
 from vlens.errors import ModelError
 
@@ -80,6 +79,7 @@ class BoxScoreTarget:
             if boxes.numel() == 0:
                 vals.append(zero)
                 continue
+            from torchvision.ops import box_iou  # lazy: torchvision costs ~1.8 s to import
             ious = box_iou(self.ref_boxes[i : i + 1].to(boxes.device, boxes.dtype), boxes)[0]
             if self.labels is not None:
                 ious = torch.where(det["labels"] == self.labels[i].to(boxes.device), ious,

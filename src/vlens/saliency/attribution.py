@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 from vlens.errors import ConfigError
 from vlens.models.base import ModelAdapter, Target
@@ -75,6 +74,8 @@ class IntegratedGradientsExplainer:
         n = x.shape[0]
         idx = torch.arange(n, device=x.device)
         cl = use_channels_last(model, x)
+        from captum.attr import IntegratedGradients  # lazy: captum costs ~1.6 s to import
+
         ig = IntegratedGradients(per_row_forward(model, target, n, cl))
         # gradients w.r.t. the input only: no weight-gradient edges in the graph
         with torch.enable_grad(), frozen_parameters(model.module):
@@ -112,6 +113,8 @@ class SmoothGradExplainer:
         n = x.shape[0]
         idx = torch.arange(n, device=x.device)
         sigma = float(self.noise_level * (x.max() - x.min()))
+        from captum.attr import NoiseTunnel, Saliency  # lazy (see above)
+
         nt = NoiseTunnel(Saliency(per_row_forward(model, target, n, use_channels_last(model, x))))
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with (

@@ -9,6 +9,7 @@ cannot read text, count, reason or fill arbitrary answer schemas.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -36,12 +37,23 @@ def shipped_weights_dir() -> Path:
 def concept_embeddings(
     concepts: Sequence[str], templates: Sequence[str] = V.ENSEMBLE
 ) -> np.ndarray:
-    """(m, 384) unit vectors: per concept, the renormalised mean over the prompt ensemble."""
+    """(m, 384) unit vectors: per concept, the renormalised mean over the prompt ensemble.
+
+    Memoised per (concepts, templates): a run scores the same vocabulary on every batch, and
+    re-embedding it each time was the largest fixed cost of a cold VLM stage (2.75 s of 6.9 s).
+    The text tower is frozen, so the vectors never change. Returns a read-only array."""
+    return _concept_embeddings(tuple(concepts), tuple(templates))
+
+
+@functools.lru_cache(maxsize=256)
+def _concept_embeddings(concepts: tuple[str, ...], templates: tuple[str, ...]) -> np.ndarray:
     if not concepts:
         return np.zeros((0, T.DIM), np.float32)
     prompts = [t.format(c) for c in concepts for t in templates]
     e = T.embed(prompts).reshape(len(concepts), len(templates), -1).mean(1)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    e.flags.writeable = False
+    return e
 
 
 def to_array(images: Sequence[Any], size: int) -> np.ndarray:
