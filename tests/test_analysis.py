@@ -230,14 +230,17 @@ def test_holdout_flags_finding_planted_in_one_half(half):
 def test_hooks_counterfactual_rewrite_utility(planted):
     inp, _, _ = planted
     water = inp.concept_names.index("water")
+    shows = dict(zip(inp.ids, inp.concepts[:, water] > 0.5, strict=True))
+    calls = []
 
-    def occlude(ids, concept):  # hiding water restores the true label
-        rows = np.isin(inp.ids, ids)
-        out = dict(zip(inp.ids[rows], inp.label[rows], strict=True))
-        if concept != "water":
-            out = dict(zip(inp.ids[rows], inp.pred[rows], strict=True))
-        return [inp.classes[out[i]] for i in ids]
+    def occlude(ids, concept, donors):  # a water-free background restores the true label
+        calls.append((concept, list(ids), list(donors)))
+        rows = pd.Index(inp.ids).get_indexer(ids)
+        removed = concept == "water" and not any(shows[d] for d in donors)
+        return [inp.classes[inp.label[r] if removed and shows[i] else inp.pred[r]]
+                for i, r in zip(ids, rows, strict=True)]
 
+    occlude.what = "the background"
     hooks = Hooks(occlude=occlude, rewrite=lambda s: [{"text": x["text"].upper(),
                                                        "finding_ids": x["finding_ids"]}
                                                       for x in s],
@@ -245,8 +248,22 @@ def test_hooks_counterfactual_rewrite_utility(planted):
                            "guess_image": ["a", "x", "x", "x"],
                            "model_pred": ["a", "b", "c", "d"], "k": 3})
     res = analyze(inp, AnalysisConfig(slices=False), hooks)
-    (sc,) = [f for f in res.findings if f.kind == "shortcut"]
-    assert sc.concept == "water" and sc.stats["flip_rate"] == 1.0
+    (sc,) = [f for f in res.findings if (f.stats.get("counterfactual") or {}).get("confirmed")]
+    cf = sc.stats["counterfactual"]
+    assert sc.kind == "spurious_cue" and sc.concept == "water" and cf["control_flip_rate"] == 0.0
+    (cue, pool_out, pool_keep) = [(c[1], c[2], d[2]) for c, d in zip(calls[::2], calls[1::2],
+                                                                      strict=True)
+                                  if c[0] == "water"][0]
+    assert not any(shows[d] for d in pool_out) and all(shows[d] for d in pool_keep)
+    rows = pd.Index(inp.ids).get_indexer(cue)
+    assert all(shows[i] for i in cue) and (inp.pred[rows] == inp.classes.index(sc.cls)).all()
+    assert cf["flip_rate"] == (inp.label[rows] != inp.pred[rows]).mean() > 0.3
+    assert cf["n"] == len(cue) and cf["p_value"] < 0.05 and cf["hidden"] == "the background"
+    assert "; swapping the background for one without it flips" in sc.title
+    assert not [f for f in res.findings if f.kind == "shortcut"]  # evidence, not a new finding
+    # cues the swap does not confirm get their numbers but no claim
+    others = [f for f in res.findings if "counterfactual" in f.stats and f is not sc]
+    assert others and all(not f.stats["counterfactual"]["confirmed"] for f in others)
     assert res.narrative[1]["text"].isupper()
     assert res.utility_k == {"k": 3, "n": 4, "acc_with_explanation": 0.75,
                              "acc_image_only": 0.25, "ratio": 3.0}

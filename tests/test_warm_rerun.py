@@ -70,12 +70,20 @@ def _again(cold, out, cache="same", **kw):
     return run(cold["adapter"], f"manifest:{cold['manifest']}", out, cold["opts"], cache=c, **kw)
 
 
+
+def _occ(cold):
+    """The background-swap hook `run` passes for a classifier (part of the digest)."""
+    from vlens.pipeline.counterfactual import background_occluder
+
+    return background_occluder(cold["adapter"], [])
+
 def test_cold_run_called_the_vlm_for_stages_and_utility(cold):
     assert cold["cold_calls"] > 0
     f = json.loads((cold["root"] / "cold" / "findings.json").read_text())
     assert f["run"]["name"] == "cold"
     assert isinstance(f.get("utility_k"), dict)  # the VLM hook ran and its result is kept
-    assert _digest(cold["root"] / "cold") == analysis_digest(cold["root"] / "cold", cold["vlm"])
+    assert _digest(cold["root"] / "cold") == analysis_digest(cold["root"] / "cold", cold["vlm"],
+                                                             None, _occ(cold))
 
 
 def test_resume_same_dir_does_nothing_and_calls_no_vlm(cold):
@@ -114,7 +122,8 @@ def test_new_dir_same_cache_equals_cold_without_vlm_calls(cold):
     assert json.loads((out / "findings.json").read_text())["run"]["name"] == "warm"
     assert res.findings == cold["res"].findings
     assert (out / "report" / "index.html").is_file()
-    assert _digest(out) == _digest(cold["root"] / "cold") == analysis_digest(out, cold["vlm"])
+    want = analysis_digest(out, cold["vlm"], None, _occ(cold))
+    assert _digest(out) == _digest(cold["root"] / "cold") == want
 
 
 def test_changed_analysis_config_recomputes_with_cached_utility_guesses(cold, tmp_path):
@@ -122,7 +131,8 @@ def test_changed_analysis_config_recomputes_with_cached_utility_guesses(cold, tm
     old = _digest(out)
     _again(cold, out, analysis={"min_support": 3})
     new = _digest(out)
-    assert new != old and new == analysis_digest(out, cold["vlm"], min_support=3)
+    assert new != old and new == analysis_digest(out, cold["vlm"], None, _occ(cold),
+                                                  min_support=3)
     assert cold["vlm"].calls == 0  # the utility guesses came from the cache
     _again(cold, out)  # back to the default config: served from the cache by digest
     assert _digest(out) == old and cold["vlm"].calls == 0
@@ -138,11 +148,11 @@ def test_changed_table_invalidates_analysis_and_report(cold, tmp_path):
     vlm["focus_score"] = np.where(vlm["status"] == "ok", 1.0, np.nan)
     store.write_table("vlm", vlm)
     old = _digest(out)
-    assert analysis_digest(out, cold["vlm"]) != old
+    assert analysis_digest(out, cold["vlm"], None, _occ(cold)) != old
     cache = Cache(tmp_path / "empty-cache")
     res = _again(cold, out, cache=cache)  # stages resume; the analysis must run again
-    assert _digest(out) == analysis_digest(out, cold["vlm"])
-    assert cache.get_many(ANALYSIS_FP, [analysis_digest(out, cold["vlm"])])
+    assert _digest(out) == analysis_digest(out, cold["vlm"], None, _occ(cold))
+    assert cache.get_many(ANALYSIS_FP, [analysis_digest(out, cold["vlm"], None, _occ(cold))])
     assert res.raw["run"]["name"] == "edited"
     assert (out / REPORT_DIGEST_FILE).read_text() != \
         (cold["root"] / "cold" / REPORT_DIGEST_FILE).read_text()
@@ -167,7 +177,7 @@ def test_damaged_digest_file_recomputes(cold, tmp_path):
     (out / DIGEST_FILE).write_text("not a digest")
     (out / "report" / "index.html").unlink()
     _again(cold, out)
-    assert _digest(out) == analysis_digest(out, cold["vlm"])
+    assert _digest(out) == analysis_digest(out, cold["vlm"], None, _occ(cold))
     assert (out / "report" / "index.html").is_file()
     assert _findings(out) == _findings(cold["root"] / "cold")
 

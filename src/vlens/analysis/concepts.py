@@ -134,21 +134,3 @@ def attention_counts(grounding: np.ndarray, pred: np.ndarray, split: np.ndarray,
     cnt = group_sums(keys, 2 * n_classes, fn, m, chunk).reshape(2, n_classes, m)
     n_valid = np.bincount(keys[keys >= 0], minlength=2 * n_classes).reshape(2, n_classes)
     return cnt, n_valid
-
-
-def counterfactual_flip_rate(occlude, ids, concept: str, original_pred) -> dict:
-    """Occlusion check for a cue: `occlude(ids, concept) -> new predictions` (the pipeline
-    supplies it: occlude the concept's region and re-run the model). Returns the share of
-    samples whose prediction changed, with the count."""
-    ids = list(ids)
-    if not ids:
-        return {"concept": concept, "n": 0, "flipped": 0, "flip_rate": float("nan")}
-    new = np.asarray(occlude(ids, concept))
-    old = np.asarray(original_pred)
-    if new.shape != old.shape:
-        from vlens.errors import DataError
-
-        raise DataError(f"occlude returned {new.shape[0] if new.ndim else 0} predictions "
-                        f"for {len(ids)} samples")
-    flipped = int((new != old).sum())
-    return {"concept": concept, "n": len(ids), "flipped": flipped, "flip_rate": flipped / len(ids)}

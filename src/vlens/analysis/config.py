@@ -44,8 +44,9 @@ class AnalysisConfig:
     n_baseline_slices: int = 10
     max_fit: int = 10000
     # counterfactual
-    shortcut_min_flip_rate: float = 0.3
+    shortcut_min_flip_rate: float = 0.3  # flip rate, cue removed minus cue kept
     max_counterfactual: int = 5
+    counterfactual_n: int = 100  # cue samples sent to the hook (twice: cue removed / kept)
     # output
     max_ids: int = 50
     max_findings: int = 100
@@ -69,7 +70,10 @@ class AnalysisConfig:
 class Hooks:
     """Optional callables; each one is skipped when None.
 
-    occlude(ids, concept) -> new predictions (class names) for those ids;
+    occlude(ids, concept, donors=ids) -> new predictions (class names, None where a sample
+        cannot be edited) after replacing the region the concept lives in with that of one
+        of the `donors` (called once with donors without the concept, once with donors
+        showing it); an optional `what` attribute names the region (e.g. "the background");
     describe(member_ids, nonmember_ids) -> text describing what the members share;
     rewrite(sentences) -> sentences (each {"text", "finding_ids"});
     utility: {"guess_explanation": [...], "guess_image": [...], "model_pred": [...], "k": 3}.

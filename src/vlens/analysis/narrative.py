@@ -17,7 +17,19 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * float(x):.0f}%"
 
 
+def _counterfactual(f) -> str:
+    cf = f.stats.get("counterfactual") or {}
+    if not cf.get("confirmed"):
+        return ""
+    return (f" Swapping {cf['hidden']} for one without it changes {_pct(cf['flip_rate'])} of "
+            f"these predictions (vs {_pct(cf['control_flip_rate'])} for one with it).")
+
+
 def _sentence(f) -> str:
+    return _base_sentence(f) + _counterfactual(f)
+
+
+def _base_sentence(f) -> str:
     s, e = f.stats, f.evidence.get("numbers", {})
     tail = "" if f.confirmed else " (not confirmed on the held-out half)"
     if f.kind == "spurious_cue":

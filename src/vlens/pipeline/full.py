@@ -35,13 +35,13 @@ class RunResult:
 ANALYSIS_TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding",
                    "embeddings")
 ANALYSIS_CODE = ("vlens.analysis", "vlens.pipeline.hooks", "vlens.pipeline.vlm_hooks",
-                 "vlens.vlm.judge")
+                 "vlens.pipeline.counterfactual", "vlens.vlm.judge")
 ANALYSIS_FP = "analysis/1"  # cache fingerprint of whole findings.json results
 DIGEST_FILE = "findings.digest"  # beside findings.json: the digest it was computed from
 
 
 def analysis_digest(run_dir: str | Path, vlm: Any = None, gen_vlm: Any = None,
-                    **config: Any) -> str:
+                    occlude: Any = None, **config: Any) -> str:
     """What findings.json depends on: the run's tables (bytes), the analysis config, the VLMs
     used by the hooks (fingerprints), the vlens version and the analysis code itself."""
     import vlens
@@ -50,6 +50,7 @@ def analysis_digest(run_dir: str | Path, vlm: Any = None, gen_vlm: Any = None,
     return inputs_digest(run_dir, ANALYSIS_TABLES, extra={
         "config": config, "vlm": getattr(vlm, "fingerprint", None) if vlm is not None else None,
         "gen_vlm": getattr(gen_vlm, "fingerprint", None) if gen_vlm is not None else None,
+        "occlude": getattr(occlude, "what", "yes") if occlude is not None else None,
         "version": getattr(vlens, "__version__", "?"), "code": code_digest(ANALYSIS_CODE),
     })
 
@@ -63,13 +64,15 @@ def _own_run_info(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None,
-                gen_vlm: Any = None, **config: Any) -> dict[str, Any]:
+                gen_vlm: Any = None, occlude: Any = None, **config: Any) -> dict[str, Any]:
     """Run the dataset-level analysis on a run dir; writes and returns findings.json.
 
     With a contrastive or generative `vlm`, UtilityK is measured too (explanation vs image).
     With a generative `gen_vlm`, it also describes what each failure slice's members share
     (a contact sheet vs correct samples of the class) and rewrites the narrative; both keep
     the template text when the answer fails validation (`vlens.pipeline.vlm_hooks`).
+    With `occlude` (`vlens.pipeline.counterfactual.background_occluder`), the top cue
+    findings get an occlusion check against a control, and confirmed shortcuts a finding.
 
     Skipped when its inputs did not change: findings.json is keyed by `analysis_digest`
     (stored in findings.digest), so re-running on the same run dir reads it back, and a new
@@ -77,7 +80,7 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
     """
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
-    digest = analysis_digest(run_dir, vlm, gen_vlm, **config)
+    digest = analysis_digest(run_dir, vlm, gen_vlm, occlude, **config)
     dfile, ffile = run_dir / DIGEST_FILE, run_dir / "findings.json"
     # the digest file also records findings.json's own hash: a findings.json rewritten by
     # anything else (e.g. `vlens analyze` with other options) is never taken as this result
@@ -100,7 +103,8 @@ def analyze_run(run_dir: str | Path, vlm: Any = None, cache: Cache | None = None
         hooks = Hooks(utility=utility_answers(run_dir, vlm, cache=cache)
                       if vlm is not None else None,
                       describe=describe_hook(gen_vlm, run_dir) if gen_vlm is not None else None,
-                      rewrite=rewrite_hook(gen_vlm) if gen_vlm is not None else None)
+                      rewrite=rewrite_hook(gen_vlm) if gen_vlm is not None else None,
+                      occlude=occlude)
         res = analyze(AnalysisInput.from_run(run_dir), AnalysisConfig(**config), hooks)
         # through JSON once, so what is returned equals what a later run reads back
         data = json.loads(json.dumps(res.to_dict(), default=str))
@@ -180,8 +184,12 @@ def run(
 ) -> RunResult:
     """explain + analyze (+ report): the Python face of `vlens run`."""
     ex = explain(model, data, out, options, cache=cache, config=config)
+    from vlens.pipeline.counterfactual import background_occluder
+
     findings = analyze_run(out, vlm=ex.concept_vlm, cache=cache,
-                           gen_vlm=generative_judge(ex.judge_vlm), **(analysis or {}))
+                           gen_vlm=generative_judge(ex.judge_vlm),
+                           occlude=background_occluder(ex.adapter, ex.source),
+                           **(analysis or {}))
     path = report_run(out) if report else None
     return RunResult(
         path=Path(out), samples=per_sample_table(out), findings=findings.get("findings", []),

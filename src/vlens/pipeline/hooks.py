@@ -3,8 +3,8 @@
 `utility_answers`: UtilityK — a VLM sees the model's top-k classes and either the
 explanation (masked view) or the raw image, and guesses what the model predicted.
 
-(The occlusion counterfactual hook of `vlens.analysis` is not wired: hiding the attended
-region flips almost any prediction whatever concept it shows, so it does not test the cue.)
+(The counterfactual hook is `vlens.pipeline.counterfactual.background_occluder`; the
+generative slice-description and narrative hooks are in `vlens.pipeline.vlm_hooks`.)
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ class ExplainResult:
     errors: dict[str, int] = field(default_factory=dict)
     judge_vlm: Any = None  # the built VLMs, for the analysis hooks of `run`
     concept_vlm: Any = None
+    adapter: Any = None  # the model and the data, for the occlusion counterfactual of `run`
+    source: Any = None
 
 
 def make_concept_vlm(judge_vlm: Any, spec: str | None) -> Any:
@@ -181,7 +183,8 @@ def explain(
            for k, v in vars(o).items() if k not in ("progress", "engine_options")},
         **dict(config or {}),
     }
-    res = ExplainResult(out=out, judge_vlm=judge_vlm, concept_vlm=concept_vlm)
+    res = ExplainResult(out=out, judge_vlm=judge_vlm, concept_vlm=concept_vlm,
+                        adapter=adapter, source=source)
     pred = run_predict(adapter, source, out, batch_size=o.batch_size, limit=o.limit,
                        cache=cache, engine=o.engine, engine_options=o.engine_options,
                        progress=o.progress, config=cfg)
