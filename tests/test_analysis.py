@@ -332,3 +332,23 @@ def test_describe_hook_gets_members_and_same_class_correct_samples(planted):
     assert o.sum() == 4 and (inp.label[o] == 3).all() and inp.correct[o].all()
     t = res.table()
     assert list(t["id"]) == [f.id for f in res.findings] and "lift" in t.columns
+
+
+def test_narrative_sentences_for_cross_class_errors_and_counterfactuals():
+    from vlens.analysis.findings import Finding
+    from vlens.analysis.narrative import _sentence
+
+    cmh = Finding(id="f007", kind="concept_error", title="t", cls=None, concept="white",
+                  score=0.9, stats={"test": "cmh"}, confirmed=True, confirmation={},
+                  evidence={"numbers": {"odds_ratio": 3.69}})
+    assert _sentence(cmh) == ("In every class, images showing 'white' are misclassified more "
+                              "often (odds ratio 3.7 within classes).")
+    cue = Finding(id="f001", kind="spurious_cue", title="t", cls="star", concept="water",
+                  score=0.9, confirmed=True, confirmation={},
+                  stats={"counterfactual": {"confirmed": True, "hidden": "the background",
+                                            "flip_rate": 1.0, "control_flip_rate": 0.57}},
+                  evidence={"numbers": {"rate_with": 0.36, "rate_without": 0.01}})
+    assert _sentence(cue).endswith("Swapping the background for one without it changes 100% "
+                                   "of these predictions (vs 57% for one with it).")
+    cue.stats["counterfactual"]["confirmed"] = False
+    assert "Swapping" not in _sentence(cue)

@@ -328,3 +328,13 @@ def test_malformed_findings_never_crash(tiny_run, fj):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("t"), n=12, seed=9).run_dir
+
+
+def test_num_formats_numbers_and_mappings():
+    from vlens.report.build import _num
+
+    assert _num(0.5675) == "0.568" and _num(1.5e-05) == "1.5e-05" and _num(37.0) == "37"
+    assert _num(None) == "–" and _num(True) == "yes"
+    assert _num({"flip_rate": 1.0, "hidden": "the background", "p_value": 1.5e-05,
+                 "confirmed": False}) == \
+        "flip_rate 1, hidden the background, p_value 1.5e-05, confirmed no"

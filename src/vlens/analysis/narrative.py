@@ -38,6 +38,9 @@ def _base_sentence(f) -> str:
                 f"with it vs {_pct(e.get('rate_without'))} without){tail}.")
     if f.kind == "concept_error":
         where = f"class '{f.cls}'" if f.cls else "every class"
+        if e.get("err_with") is None and e.get("odds_ratio") is not None:  # across classes
+            return (f"In {where}, images showing '{f.concept}' are misclassified more often "
+                    f"(odds ratio {float(e['odds_ratio']):.1f} within classes){tail}.")
         return (f"In {where}, images showing '{f.concept}' are misclassified "
                 f"{_pct(e.get('err_with'))} of the time vs {_pct(e.get('err_without'))} "
                 f"without it{tail}.")

@@ -79,7 +79,10 @@ def _script_json_filter(obj: object) -> Markup:
 
 
 def _num(v: object) -> str:
-    """Numbers for humans: p-values in scientific notation, others to 3 significant digits."""
+    """Numbers for humans: p-values in scientific notation, others to 3 significant digits;
+    a mapping (e.g. a finding's `counterfactual` stats) as "key value, key value"."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {v[k] if isinstance(v[k], str) else _num(v[k])}" for k in v)
     if isinstance(v, bool) or v is None:
         return "–" if v is None else ("yes" if v else "no")
     if not _finite(v):
