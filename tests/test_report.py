@@ -338,3 +338,5 @@ def test_num_formats_numbers_and_mappings():
     assert _num({"flip_rate": 1.0, "hidden": "the background", "p_value": 1.5e-05,
                  "confirmed": False}) == \
         "flip_rate 1, hidden the background, p_value 1.5e-05, confirmed no"
+    assert _num([{"count": 49, "true": "heart"}, {"count": 45.0, "true": "star"}]) == \
+        "count 49, true heart; count 45, true star"

@@ -80,7 +80,10 @@ def _script_json_filter(obj: object) -> Markup:
 
 def _num(v: object) -> str:
     """Numbers for humans: p-values in scientific notation, others to 3 significant digits;
-    a mapping (e.g. a finding's `counterfactual` stats) as "key value, key value"."""
+    a mapping (e.g. a finding's `counterfactual` stats) as "key value, key value", a list of
+    them joined by "; "."""
+    if isinstance(v, list | tuple) and v and all(isinstance(x, dict) for x in v):
+        return "; ".join(_num(x) for x in v)
     if isinstance(v, dict):
         return ", ".join(f"{k} {v[k] if isinstance(v[k], str) else _num(v[k])}" for k in v)
     if isinstance(v, bool) or v is None:
