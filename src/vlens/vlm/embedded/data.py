@@ -143,12 +143,10 @@ def cam_view(image: np.ndarray, mask: np.ndarray, attrs: dict, known: dict[str, 
         on_tag = float(soft[ys, xs].sum()) / mass
     vis: dict[str, str] = {"empty": "not empty"}
     codes: dict[str, int] = {}
-    on_dist = 0.0
-    if dist is not None:
-        on_dist = float((soft * _disk(h, w, dist["y"], dist["x"], dist["radius"])).sum()) / mass
+    disk = _disk(h, w, dist["y"], dist["x"], dist["radius"]) if dist is not None else None
+    on_dist = float((soft * disk).sum()) / mass if disk is not None else 0.0
     shown = soft >= 0.5
-    if dist is not None and on_dist >= 0.6 and on_obj < 0.1:  # a distractor fills the view
-        disk = _disk(h, w, dist["y"], dist["x"], dist["radius"])
+    if disk is not None and on_dist >= 0.6 and on_obj < 0.1:  # a distractor fills the view
         vis["color"] = dist["color"]
         if (shown & disk).sum() >= 0.5 * disk.sum():
             vis["shape"] = dist["shape"]
