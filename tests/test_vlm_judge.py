@@ -166,3 +166,26 @@ def test_guess_prediction_contrastive_and_generative():
     assert "cat, dog" in srv.requests[0].body["messages"][1]["content"][0]["text"]
     with pytest.raises(ConfigError, match="1 views but 2 choices"):
         guess_prediction(vlm, [view("a", 3)], [["a"], ["b"]])
+
+
+def test_background_concepts_rule_then_backend_then_default():
+    from vlens.vlm.concepts import BACKGROUND_CONCEPTS
+
+    vlm = FakeContrastive(TABLE)
+    judge(vlm, [view("on_object", 10)], ["cat"], CLASSES, mode="contrastive")
+    assert vlm.calls[-1] == ["cat", "dog", *BACKGROUND_CONCEPTS]  # the generic list
+    assert "plain background" not in BACKGROUND_CONCEPTS  # every masked view is one
+    assert {"text or tag", "an empty black image", "water"} <= set(BACKGROUND_CONCEPTS)
+    vlm.judge_background = ("grass", "a tag")  # a backend naming what it knows
+    judge(vlm, [view("on_object", 10)], ["cat"], CLASSES, mode="contrastive")
+    assert vlm.calls[-1] == ["cat", "dog", "grass", "a tag"]
+    judge(vlm, [view("on_object", 10)], ["cat"], CLASSES, mode="contrastive", rule=RULE)
+    assert vlm.calls[-1] == ["cat", "dog", "grass", "an empty black image"]  # rule wins
+
+
+def test_embedded_vlm_declares_the_scenes_it_was_trained_on():
+    from vlens.vlm.embedded import EmbeddedVLM
+    from vlens.world.attributes import BACKGROUNDS
+
+    bg = EmbeddedVLM.judge_background
+    assert set(BACKGROUNDS) <= set(bg) and bg[-2:] == ("text or tag", "an empty black image")
