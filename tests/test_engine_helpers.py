@@ -111,3 +111,24 @@ def slow_loader(sleep_s: float):
         return load_image(path)
 
     return load
+
+
+def local_ray(*by_value_modules: Any):
+    """A 2-CPU local Ray session for the duration of a module fixture (a generator).
+
+    Modules named here are pickled by value: Ray workers cannot import tests' helper modules.
+    """
+    import ray
+    from ray import cloudpickle
+
+    for m in by_value_modules:
+        cloudpickle.register_pickle_by_value(m)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def sorted_by_id(df: Any) -> Any:
+    """A table in id order with a fresh index (engines may write rows in any order)."""
+    return df.sort_values("id").reset_index(drop=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from test_engine_helpers import ColourAdapter, make_images
+from test_engine_helpers import ColourAdapter, local_ray, make_images
+from test_engine_helpers import sorted_by_id as _sorted
 from vlens.engine import ENGINES, RayEngine
 from vlens.engine.cache import Cache
 from vlens.engine.predict import run_predict
@@ -16,14 +17,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("id").reset_index(drop=True)
+    yield from local_ray()
 
 
 @pytest.mark.slow

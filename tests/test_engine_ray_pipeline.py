@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from fakes import ColourVLM, TinyCNN  # tests/ is on sys.path (rootdir import mode)
+from test_engine_helpers import local_ray
+from test_engine_helpers import sorted_by_id as _sorted
 from vlens.engine.cache import Cache
 from vlens.pipeline import ExplainOptions, explain
 from vlens.runs import load_run
@@ -25,18 +27,7 @@ TABLES = ("samples", "predictions", "saliency", "vlm", "concepts", "grounding", 
 def ray_session():
     import sys
 
-    from ray import cloudpickle
-
-    # workers cannot import the tests' helper module: ship its classes by value
-    cloudpickle.register_pickle_by_value(sys.modules[ColourVLM.__module__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("id").reset_index(drop=True)
+    yield from local_ray(sys.modules[ColourVLM.__module__])
 
 
 @pytest.mark.slow
