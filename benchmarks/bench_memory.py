@@ -5,7 +5,7 @@
 One demo world of max(--sizes) images is generated once (kept in --data, reused by later
 runs); each size runs `explain` on its first N images (``limit``) with the demo model,
 Grad-CAM and the VLM, `--engine local`, in a fresh process whose peak RSS
-(``ru_maxrss``) is reported with the stage throughputs. Flat RSS across sizes = bounded
+(``VmHWM``) is reported with the stage throughputs. Flat RSS across sizes = bounded
 memory. For 100k+ without the image stages, see bench_engine.py (`--sizes`).
 """
 
@@ -18,8 +18,18 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: Linux carries that over an exec from the
+    parent, so a child of a big process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 def child(manifest: str, out: str, n: int, vlm: str, batch: int) -> dict:
@@ -29,15 +39,27 @@ def child(manifest: str, out: str, n: int, vlm: str, batch: int) -> dict:
     from vlens.engine.cache import Cache
     from vlens.pipeline import ExplainOptions, explain
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = vm_hwm_mib()
     t = time.perf_counter()
+    trace: list[tuple[float, float]] = []  # (seconds, current RSS MiB), every 2 s
+    stop = threading.Event()
+
+    def sample() -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not stop.wait(2.0):
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20
+            trace.append((round(time.perf_counter() - t, 1), round(rss, 1)))
+
+    threading.Thread(target=sample, daemon=True).start()
     res = explain("demo", f"manifest:{manifest}", out,
                   ExplainOptions(vlm=vlm, limit=n, batch_size=batch, progress=False),
                   cache=Cache(Path(out) / "_cache"))
+    stop.set()
     return {
         "n": n, "seconds": time.perf_counter() - t,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": vm_hwm_mib(),
         "rss_after_imports_mib": rss0,
+        "rss_trace": trace,
         "images_per_s": {k: round(v.computed / v.seconds, 1) if v.seconds else None
                          for k, v in res.stats.items()},
         "errors": res.errors,
@@ -78,8 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     for n in sorted(a.sizes):
         r = measure(manifest, n, a.vlm, a.batch)
         out["runs"].append(r)
+        tr = [m for _, m in r["rss_trace"]] or [float("nan")]
+        q = [tr[min(len(tr) - 1, int(f * len(tr)))] for f in (0.25, 0.5, 0.75)]
         print(f"n={n:>7}  peak RSS {r['peak_rss_mib']:7.1f} MiB  {r['seconds']:7.1f} s  "
-              f"img/s {r['images_per_s']}", flush=True)
+              f"img/s {r['images_per_s']}  RSS at 25/50/75% of the run: "
+              f"{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f} MiB", flush=True)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return out
