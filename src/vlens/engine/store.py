@@ -271,8 +271,9 @@ class RunStore:
         return set(df.loc[df["status"].fillna("ok") == "ok", "id"].astype(str))
 
     # ---- incremental tables ---------------------------------------------------------------
-    def append(self, name: str, df: pd.DataFrame) -> Path | None:
-        """Add `df` as a new part of table `name` (atomic; returns the part path)."""
+    def append(self, name: str, df: pd.DataFrame | pa.Table) -> Path | None:
+        """Add `df` (pandas, or an Arrow table built directly: no per-row conversion) as a
+        new part of table `name` (atomic; returns the part path)."""
         if df is None or len(df) == 0:
             return None
         d = self.parts_dir(name)
@@ -286,7 +287,7 @@ class RunStore:
             nxt += 1
             target = d / f"part-{nxt:05d}.parquet"
         self._next_part[name] = nxt + 1
-        table = _to_arrow(df)
+        table = df if isinstance(df, pa.Table) else _to_arrow(df)
         with atomic_open(target, "wb") as f:
             pq.write_table(table, f)
         return target

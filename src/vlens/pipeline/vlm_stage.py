@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
 from vlens.data.paths import load_sample_image
@@ -190,9 +191,11 @@ class VLMTableSink:
                 df = pd.DataFrame(mat, columns=self.vocabulary)
                 df.insert(0, "id", [ids[i] for i in have])
                 self.store.append(table, df)
-            self.store.append("embeddings", pd.DataFrame({
-                "id": [ids[i] for i in have],
-                "embedding": [np.asarray(rows[i]["_embedding"], np.float32) for i in have],
+            emb = np.stack([np.asarray(rows[i]["_embedding"], np.float32) for i in have])
+            offsets = np.arange(0, emb.size + 1, emb.shape[1], dtype=np.int32)
+            self.store.append("embeddings", pa.table({  # list<float>, built without pandas
+                "id": pa.array([str(ids[i]) for i in have], pa.string()),
+                "embedding": pa.ListArray.from_arrays(offsets, emb.reshape(-1)),
             }))
         plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         df = rows_frame(plain)
