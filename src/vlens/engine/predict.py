@@ -22,7 +22,7 @@ from vlens.data.paths import load_sample_image, sample_error
 from vlens.engine.base import ENGINES, RunStats, TableSink
 from vlens.engine.cache import Cache
 from vlens.engine.stage import Row, error_row, fingerprint_of
-from vlens.engine.store import RunStore
+from vlens.engine.store import RunStore, iter_row_groups
 from vlens.errors import ConfigError, ImageError
 
 PREDICT_VERSION = "1"
@@ -276,11 +276,11 @@ def summarize_table(store: RunStore, name: str = "predictions") -> dict[str, Any
     path = store.table_path(name)
     if store.has_parts(name) or not path.exists():
         return summarize(store.read_table(name))
-    pf = pq.ParquetFile(path)
-    cols = [c for c in SUMMARY_COLUMNS[1:] if c in pf.schema_arrow.names]
+    names = pq.read_schema(path).names
+    cols = [c for c in SUMMARY_COLUMNS[1:] if c in names]
     n = errors = n_correct = n_labelled = 0
     reasons: dict[str, int] = {}
-    for rb in pf.iter_batches(batch_size=65_536, columns=cols or None):
+    for rb in iter_row_groups(path, cols or None):
         df = rb.to_pandas()
         n += len(df)
         if "status" not in df:

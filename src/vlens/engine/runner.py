@@ -11,12 +11,10 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from vlens.engine.base import ENGINES, Derive, RunStats, TableSink
 from vlens.engine.cache import Cache
 from vlens.engine.stage import Row
-from vlens.engine.store import RunStore
+from vlens.engine.store import RunStore, iter_row_groups
 from vlens.errors import ConfigError, StoreError
 
 _ITEM_COLS = ("id", "uri", "label", "content_hash")
@@ -34,18 +32,18 @@ def samples_items(
     path = store.table_path("samples")
     if not path.exists():
         raise StoreError(f"{run_dir} has no samples.parquet; run `vlens predict` first")
-    pf = pq.ParquetFile(path)
-    for rb in pf.iter_batches(batch_size=chunk):
-        cols = rb.to_pydict()
-        n = rb.num_rows
-        metas = [c for c in cols if c.startswith("meta_")]
-        for i in range(n):
-            if only_ok and cols.get("status", ["ok"] * n)[i] != "ok":
-                continue
-            item = {c: cols[c][i] for c in _ITEM_COLS if c in cols}
-            item["id"] = str(item["id"])
-            item["metadata"] = {c[5:]: cols[c][i] for c in metas}
-            yield item
+    for group in iter_row_groups(path):
+        for rb in group.to_batches(max_chunksize=chunk):
+            cols = rb.to_pydict()
+            n = rb.num_rows
+            metas = [c for c in cols if c.startswith("meta_")]
+            for i in range(n):
+                if only_ok and cols.get("status", ["ok"] * n)[i] != "ok":
+                    continue
+                item = {c: cols[c][i] for c in _ITEM_COLS if c in cols}
+                item["id"] = str(item["id"])
+                item["metadata"] = {c[5:]: cols[c][i] for c in metas}
+                yield item
 
 
 def run_stage(

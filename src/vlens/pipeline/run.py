@@ -17,7 +17,7 @@ from vlens.engine.base import ENGINES, RunStats
 from vlens.engine.cache import Cache
 from vlens.engine.predict import run_predict, sample_to_item
 from vlens.engine.stage import Row
-from vlens.engine.store import RunStore
+from vlens.engine.store import RunStore, iter_row_groups
 from vlens.pipeline.saliency_stage import ArtefactTableSink, SaliencyStage
 from vlens.pipeline.vlm_stage import VLMStage, VLMTableSink
 from vlens.vlm.concepts import build_vocabulary
@@ -69,15 +69,16 @@ def make_concept_vlm(judge_vlm: Any, spec: str | None) -> Any:
     return create_vlm("embedded")
 
 
-JOIN_CHUNK = 4096  # source items joined per scan of the earlier tables
+JOIN_CHUNK = 1024  # source items joined per scan of the earlier tables (~8 KB each in memory)
 
 
 def _lookup(store: RunStore, table: str, ids: Sequence[str],
             columns: Sequence[str] | None = None) -> dict[str, Row]:
     """Rows of compacted `table` whose id is in `ids`, by id.
 
-    Streams the Parquet file in record batches and keeps only the matching rows, so memory
-    holds one chunk's rows, never the whole table (the pipeline's bounded-memory guarantee).
+    Streams the Parquet file row group by row group and keeps only the matching rows, so
+    memory holds one chunk's rows and one row group, never the whole table (the pipeline's
+    bounded-memory guarantee).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -86,12 +87,11 @@ def _lookup(store: RunStore, table: str, ids: Sequence[str],
     path = store.table_path(table)
     if not path.exists():
         return {}
-    pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
+    names = pq.read_schema(path).names
     cols = [c for c in columns if c in names] if columns else None
     want = pa.array([str(i) for i in ids], pa.string())
     out: dict[str, Row] = {}
-    for rb in pf.iter_batches(batch_size=65_536, columns=cols):
+    for rb in iter_row_groups(path, cols):
         key = rb.column(rb.schema.get_field_index("id")).cast(pa.string())
         sub = rb.filter(pc.is_in(key, value_set=want))
         if sub.num_rows:
