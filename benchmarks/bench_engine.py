@@ -120,9 +120,11 @@ def peak_rss_child(n: int, batch: int) -> float:
     """Peak RSS (MiB) of a fresh process running the engine over n items (cold, with cache)."""
     here = str(Path(__file__).parent)
     code = (
-        f"import resource, sys; sys.path.insert(0, {here!r}); import bench_engine as b; "
+        f"import sys; sys.path.insert(0, {here!r}); import bench_engine as b; "
         f"b.bench_engine({n}, {batch}); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from this (bigger) parent
+        "print(next(int(x.split()[1]) for x in open('/proc/self/status') "
+        "if x.startswith('VmHWM')) / 1024)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])
