@@ -38,11 +38,6 @@ MERGE_FAN_IN = 16  # sorted runs merged at once (each holds one row group while 
 CHUNK_ROWS = 8_192  # rows per merged output chunk, at most (and at most GROUP_BYTES)
 
 
-def _read(path: Path) -> pa.Table:
-    """One file, read on this thread (the dataset reader's thread pool grows RSS here)."""
-    return pq.ParquetFile(path).read(use_threads=False)
-
-
 def _rows_for(t: pa.Table, limit: int, nbytes: int) -> int:
     """Rows of `t` that fit in `nbytes` (at least 16, at most `limit`)."""
     per_row = max(1, t.nbytes // max(1, t.num_rows))
@@ -139,12 +134,21 @@ def _survivors(files: Sequence[Path]) -> tuple[list[np.ndarray], bool]:
 
 
 def _surviving_tables(files: Sequence[Path], masks: list[np.ndarray], schema: pa.Schema):
-    """Each file's surviving rows, conformed to `schema`, one file at a time."""
+    """The surviving rows, conformed to `schema`, one row group at a time: the previous
+    compacted table is one of `files` and grows with the run, so it is never read whole."""
     for f, mask in zip(files, masks, strict=True):
         if not mask.any():
             continue
-        t = _conform(_read(f), schema)
-        yield t if mask.all() else t.filter(pa.array(mask))
+        pf = pq.ParquetFile(f)
+        start = 0
+        for g in range(pf.num_row_groups):
+            k = pf.metadata.row_group(g).num_rows
+            m = mask[start:start + k]
+            start += k
+            if not m.any():
+                continue
+            t = _conform(pf.read_row_group(g, use_threads=False), schema)
+            yield t if m.all() else t.filter(pa.array(m))
 
 
 class _GroupWriter:
@@ -161,7 +165,8 @@ class _GroupWriter:
 
     def flush(self) -> None:
         if self._buf:
-            self.writer.write_table(pa.concat_tables(self._buf))
+            t = pa.concat_tables(self._buf)  # one big table is cut into groups too
+            self.writer.write_table(t, row_group_size=_rows_for(t, 1 << 30, GROUP_BYTES))
             self._buf, self._bytes = [], 0
 
 
