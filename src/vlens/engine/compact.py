@@ -1,19 +1,20 @@
 """Out-of-core compaction of a table's parts: dedup by id (latest wins), sort by id, with
-memory bounded by the id column plus a few chunks, whatever the table size.
+memory bounded by the id column plus a few MiB, whatever the table size.
 
-Used by `RunStore.finalize` for tables too big to compact in memory (e.g. embeddings or
-concept scores of 100k+ samples, several KB per row). Passes over the files:
-1. read only the ``id`` column of every file: which rows survive (the last copy of an id),
-   and whether the survivors, file after file, are already in id order;
+Used by `RunStore.finalize` for tables over 1 MiB of parts (e.g. embeddings or concept
+scores of 100k+ samples, several KB per row). Passes over the files:
+1. read only the ``id`` column of every file (Arrow strings): which rows survive (the last
+   copy of each id), and whether the survivors, file after file, are already in id order;
 2. already in order (the usual case: a fresh run writes parts in source order, and the
-   world's ids sort in that order): copy the surviving rows file by file into the target,
-   one small row group at a time; done.
+   world's ids sort in that order): copy the surviving rows through, one row group at a
+   time, into row groups of about `GROUP_BYTES`; done.
 3. otherwise sort runs of at most `RUN_ROWS` rows / `RUN_BYTES` each into temp files, with
-   small row groups (`GROUP_BYTES`) so that a run's reader holds one group, not the run;
-4. merge the runs chunk by chunk (each run is read sequentially) into the target file, at
-   most `MERGE_FAN_IN` runs at once (more runs: merge passes into longer runs first).
-Memory is the id column plus a few MiB, whatever the table size (measured by
-`tests/test_compact.py::test_external_compaction_memory_is_flat`). Written to a temp file
+   row groups of `RUN_GROUP_BYTES`, so that a run's reader holds one group, not the run;
+4. merge the runs chunk by chunk into the target file, at most `MERGE_FAN_IN` runs at once
+   (more runs: merge passes into longer runs first).
+Every file is read one row group at a time, never whole: the previous compacted table is
+one of the inputs and grows with the run. Measured by
+`tests/test_scale.py::test_external_compaction_memory_is_flat`. Written to a temp file
 and renamed: an interrupted compaction leaves parts and table intact.
 """
 
