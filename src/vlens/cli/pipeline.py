@@ -133,11 +133,28 @@ def run_cmd(
 
     Example: vlens run --model demo --data manifest:data/manifest.jsonl --out runs/x
     """
+    from vlens.cli.stamp import STAMP, inputs_key, up_to_date, write_stamp
+
+    # what decides the results (not batch size, engine, cache or progress bars)
+    key = inputs_key({"model": model, "data": data, "vlm": vlm, "concept_vlm": concept_vlm,
+                      "method": method, "target_layer": target_layer, "alpha": alpha,
+                      "beta": beta, "faithfulness": faithfulness, "concepts": concepts,
+                      "limit": limit, "report": report})
+    done = up_to_date(out, key)
+    if done is not None:  # nothing changed: no torch import, no model load
+        console.print(f"up to date: {out} (inputs and outputs unchanged since the last run; "
+                      f"delete {out / STAMP} to force a full resume)", highlight=False)
+        print_findings(done.get("findings", []))
+        if report and (out / "report" / "index.html").is_file():
+            console.print(f"report: {out / 'report' / 'index.html'}", highlight=False)
+        return
+    (out / STAMP).unlink(missing_ok=True)  # an interrupted run below leaves no stale stamp
     from vlens.pipeline import run
 
     opts = _options(vlm, concept_vlm, method, target_layer, alpha, beta, faithfulness,
                     concepts, batch_size, limit, engine, progress)
     res = run(model, data, out, opts, cache=_cache(cache, no_cache), report=report)
+    write_stamp(out, key)
     print_findings(res.findings)
     if res.report:
         console.print(f"report: {res.report}", highlight=False)
