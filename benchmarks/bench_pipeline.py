@@ -10,6 +10,8 @@ On one demo world (`demo_test`, `--n` images) with the shipped demo model:
   with an empty cache;
 - resume (P4a): the same commands again on the same run dirs (everything already done);
 - new dir (P4b): the same commands into new run dirs with the cache the cold run filled.
+- CLI (`--cli`, default on): `vlens run` as two processes, cold then the same command
+  again (up to date via run.stamp.json).
 P1 = cold seconds / sum of passes; P4 = cold / warm seconds, with the VLM calls each warm
 run made (counted on the backend) and whether its tables and findings equal the cold run's.
 """
@@ -101,6 +103,25 @@ def same_results(a: Path, b: Path) -> bool:
     return fa == fb
 
 
+def cli_runs(manifest: Path, root: Path) -> dict:
+    """`vlens run` as separate processes, as a user runs it: cold (new run dir, empty cache),
+    then the same command again (up to date: run.stamp.json, no torch import)."""
+    import subprocess
+
+    cmd = [sys.executable, "-c", "from vlens.cli import main; main()", "run", "-m", "demo",
+           "-d", f"manifest:{manifest}", "-o", str(root / "cli-run"), "--cache",
+           str(root / "cli-cache"), "--no-progress"]
+    out = {}
+    for name in ("cold_s", "warm_s"):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        out[name] = time.perf_counter() - t
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        out[name.replace("_s", "_up_to_date")] = "up to date" in r.stdout
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=600)
@@ -108,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--vlm", default="embedded")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="folder to keep the runs in (default: temp)")
+    ap.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time `vlens run` as processes: cold, then again (P4 as a user "
+                         "sees it)")
     a = ap.parse_args(argv)
 
     import torch
@@ -158,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         out[f"{key}_explain"] = out["cold"]["explain_s"] / out[name]["explain_s"]
         out[f"{key}_vlm_calls"] = out[name]["vlm_calls_run"] + out[name]["vlm_calls_explain"]
     out["P4"], out["P4_vlm_calls"] = out["P4b_run"], out["P4b_vlm_calls"]
+    if a.cli:
+        out["cli"] = cli_runs(manifest, root)
+        out["P4_cli"] = out["cli"]["cold_s"] / out["cli"]["warm_s"]
     out["images_per_s"] = {k: a.n / v for k, v in p.items()
                            if k not in ("sum_s", "vlm_text_setup_s")}
     print(json.dumps(out, indent=1))

@@ -66,9 +66,9 @@ def _spec(name: str, quick: bool, tmp: Path) -> tuple[list[str], Path | None, li
     if name == "pipeline":
         return [*b("bench_pipeline.py"), "--n", "96" if quick else "600", "--json", str(j)], j, [
             r"^P1", r"^P4", r"passes\.sum_s", r"^(cold|resume|new_dir)\.(explain|run)_s",
-            r"^(resume|new_dir)\.vlm_calls", r"warm_equals_cold", r"images_per_s\."]
+            r"^(resume|new_dir)\.vlm_calls", r"warm_equals_cold", r"images_per_s\.", r"^cli\."]
     if name == "memory":
-        sizes = ["200", "1000"] if quick else ["1000", "10000"]
+        sizes = ["200", "1000"] if quick else ["1000", "10000", "100000"]  # 100k: ~25 min
         return [*b("bench_memory.py"), "--sizes", *sizes, "--json", str(j)], j, [
             r"runs\.\d+\.(n|peak_rss_mib|seconds)$", r"runs\.\d+\.images_per_s\."]
     if name == "openai":
