@@ -32,8 +32,9 @@ SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "a
 """A config key containing any of these words (case-insensitive) is never written to disk."""
 REDACTED = "<redacted>"
 _PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-FINALIZE_IN_MEMORY_BYTES = 1 << 20  # parts bigger than this on disk are merged out of core
-# (in memory, pandas holds ~25x the on-disk size of an embeddings table: 2 MiB -> +52 MiB)
+FINALIZE_IN_MEMORY_BYTES = 128 << 10  # parts bigger than this on disk are merged out of core
+# (in memory, pandas holds 25-50x the file: 2 MiB of embeddings +52 MiB, 1 MiB of
+# predictions +54 MiB; out of core costs a few MiB whatever the size)
 _TMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
