@@ -48,7 +48,7 @@ def _images(manifest: Path) -> list:
     return [load_sample_image(s) for s in open_dataset(f"manifest:{manifest}")]
 
 
-def passes(images: list, vlm, batch: int) -> dict[str, float]:
+def passes(images: list, vlm, batch: int, model="demo") -> dict[str, float]:
     """Seconds of each unavoidable pass over `images` (one-time loads measured apart)."""
     import torch
 
@@ -57,7 +57,7 @@ def passes(images: list, vlm, batch: int) -> dict[str, float]:
     from vlens.saliency.views import render_views
     from vlens.vlm.concepts import build_vocabulary
 
-    adapter = load_model("demo")
+    adapter = load_model(model) if isinstance(model, str) else model
     explainer = get_explainer("gradcam")
     xs = [adapter.preprocess(images[i:i + batch]) for i in range(0, len(images), batch)]
     t = time.perf_counter()
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--vlm", default="embedded")
+    ap.add_argument("--model", default="demo", help="model spec; other than demo it is built "
+                    "once with the world's class names, e.g. torchvision:resnet18 (224 px)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="folder to keep the runs in (default: temp)")
     ap.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True,
@@ -148,13 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
     vlm = create_vlm(a.vlm)
     counter = Counting(vlm)
     images = _images(manifest)
-    p = passes(images, vlm, a.batch)
+    model = "demo"
+    if a.model != "demo":  # e.g. torchvision:resnet18 (random weights) with the world's classes
+        from vlens.data import open_dataset
+        from vlens.models import load_model
+
+        model = load_model(a.model, class_names=open_dataset(f"manifest:{manifest}").class_names)
+        a.cli = False  # the CLI part runs the demo model
+    p = passes(images, vlm, a.batch, model)
     opts = ExplainOptions(vlm=vlm, batch_size=a.batch, progress=False)
     from vlens.pipeline.run import explain
 
     cache_explain, cache = Cache(root / "cache-explain"), Cache(root / "cache")
-    out: dict = {"n": a.n, "batch": a.batch, "vlm": a.vlm, "load": os.getloadavg()[0],
-                 "passes": p}
+    out: dict = {"n": a.n, "batch": a.batch, "vlm": a.vlm, "model": a.model,
+                 "load": os.getloadavg()[0], "passes": p}
     plan = {  # name -> (explain run dir, explain cache, run dir)
         "cold": ("cold-explain", cache_explain, "cold"),
         "resume": ("cold-explain", cache_explain, "cold"),
@@ -163,12 +172,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (ex_dir, ex_cache, run_dir) in plan.items():
         counter.calls = 0
         t = time.perf_counter()
-        res = explain("demo", f"manifest:{manifest}", root / ex_dir, opts, cache=ex_cache)
+        res = explain(model, f"manifest:{manifest}", root / ex_dir, opts, cache=ex_cache)
         t_explain = time.perf_counter() - t
         calls_explain = counter.calls
         counter.calls = 0
         t = time.perf_counter()
-        run("demo", f"manifest:{manifest}", root / run_dir, opts, cache=cache)
+        run(model, f"manifest:{manifest}", root / run_dir, opts, cache=cache)
         out[name] = {"explain_s": t_explain, "run_s": time.perf_counter() - t,
                      "vlm_calls_explain": calls_explain, "vlm_calls_run": counter.calls,
                      "stages": {k: {"skipped": v.skipped, "cached": v.cached,
