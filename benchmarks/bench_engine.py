@@ -46,12 +46,12 @@ def bench_store(rows: int, batch: int) -> dict:
         ids = store.ids("predictions")
         t_ids = time.perf_counter() - t
         t = time.perf_counter()
-        df = store.finalize("predictions")
+        store.finalize("predictions")  # out of core past 128 KiB: returns None
         t_fin = time.perf_counter() - t
         t = time.perf_counter()
         df2 = store.read_table("predictions")
         t_read = time.perf_counter() - t
-        assert len(ids) == len(df) == len(df2) == rows
+        assert len(ids) == len(df2) == rows
     return {
         "rows": rows, "batch": batch,
         "append_rows_per_s": rows / t_append, "append_ms_per_batch": 1000 * t_append / len(frames),
