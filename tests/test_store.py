@@ -154,23 +154,3 @@ def test_store_table_roundtrip_rate_smoke(tmp_path):
     assert len(df) == n and df["id"].is_monotonic_increasing
     assert float(df["v"].sum()) == 10 * sum(range(n // 10))
     assert os.path.getsize(store.table_path("t")) > 0
-
-
-def test_system_arrow_pool_is_scoped_and_respects_the_users_choice(monkeypatch):
-    import pyarrow as pa
-
-    from vlens.engine.store import system_arrow_pool
-
-    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
-    before = pa.default_memory_pool().backend_name
-    with system_arrow_pool():
-        assert pa.default_memory_pool().backend_name == "system"
-        kept = pa.array(np.arange(1000))  # allocated from the system pool...
-    assert pa.default_memory_pool().backend_name == before
-    assert kept.sum().as_py() == 499500  # ...and still valid after the switch back
-    with pytest.raises(RuntimeError), system_arrow_pool():
-        raise RuntimeError("restored on errors too")
-    assert pa.default_memory_pool().backend_name == before
-    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
-    with system_arrow_pool():
-        assert pa.default_memory_pool().backend_name == before

@@ -127,26 +127,6 @@ def scrub_secrets(obj: Any) -> Any:
     return obj
 
 
-@contextlib.contextmanager
-def system_arrow_pool() -> Iterator[None]:
-    """Arrow allocations inside go to the system allocator, then the previous pool is back.
-
-    Arrow's default pool (mimalloc) keeps the pages its many short-lived buffers leave
-    behind: over a 100k-sample predict stage (a compaction every 8,192 rows) RSS crept from
-    655 to 726 MiB, and `release_unused()` did not return them; with the system allocator
-    it stayed at 655-677 MiB. Buffers remember their pool, so switching is safe. Left alone
-    when the user chose a pool (``ARROW_DEFAULT_MEMORY_POOL``)."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        yield
-        return
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(previous)
-
-
 def iter_row_groups(path: str | os.PathLike[str], columns: Sequence[str] | None = None
                     ) -> Iterator[pa.Table]:
     """A Parquet file, one row group at a time (compacted tables use ~1 MiB groups).

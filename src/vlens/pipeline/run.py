@@ -17,7 +17,7 @@ from vlens.engine.base import ENGINES, RunStats
 from vlens.engine.cache import Cache
 from vlens.engine.predict import run_predict, sample_to_item
 from vlens.engine.stage import Row
-from vlens.engine.store import RunStore, iter_row_groups, system_arrow_pool
+from vlens.engine.store import RunStore, iter_row_groups
 from vlens.pipeline.saliency_stage import ArtefactTableSink, SaliencyStage
 from vlens.pipeline.vlm_stage import VLMStage, VLMTableSink
 from vlens.vlm.concepts import build_vocabulary
@@ -159,22 +159,8 @@ def explain(
     """Predict, explain and judge every sample of `data` with `model` into run dir `out`.
 
     `model`/`data` are spec strings (``"demo"``, ``"manifest:path"``) or built objects.
-    Re-running on the same `out` resumes: only missing rows are computed. Arrow uses the
-    system allocator meanwhile (`system_arrow_pool`: flat memory over 100k+ samples).
+    Re-running on the same `out` resumes: only missing rows are computed.
     """
-    with system_arrow_pool():
-        return _explain(model, data, out, options, cache, config)
-
-
-def _explain(
-    model: str | Any,
-    data: str | Any,
-    out: str | Path,
-    options: ExplainOptions | None,
-    cache: Cache | None,
-    config: Mapping[str, Any] | None,
-) -> ExplainResult:
-    """`explain`'s body, run inside `system_arrow_pool`."""
     from vlens.data import open_dataset
     from vlens.models import load_model
     from vlens.saliency import get_explainer
