@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -126,7 +127,9 @@ def peak_rss_child(n: int, batch: int) -> float:
         "print(next(int(x.split()[1]) for x in open('/proc/self/status') "
         "if x.startswith('VmHWM')) / 1024)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}  # as the `vlens` CLI sets it
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=env)
     return float(r.stdout.strip().splitlines()[-1])
 
 

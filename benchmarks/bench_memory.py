@@ -6,7 +6,8 @@ One demo world of max(--sizes) images is generated once (kept in --data, reused 
 runs); each size runs `explain` on its first N images (``limit``) with the demo model,
 Grad-CAM and the VLM, `--engine local`, in a fresh process whose peak RSS
 (``VmHWM``) is reported with the stage throughputs. Flat RSS across sizes = bounded
-memory. For 100k+ without the image stages, see bench_engine.py (`--sizes`).
+memory. Arrow uses the system allocator, as `vlens` sets it (`--arrow-pool`). For 100k+
+without the image stages, see bench_engine.py (`--sizes`).
 """
 
 from __future__ import annotations
@@ -66,12 +67,16 @@ def child(manifest: str, out: str, n: int, vlm: str, batch: int) -> dict:
     }
 
 
-def measure(manifest: Path, n: int, vlm: str, batch: int) -> dict:
+def measure(manifest: Path, n: int, vlm: str, batch: int, pool: str | None = "system") -> dict:
     with tempfile.TemporaryDirectory(prefix="vlens-mem-") as d:
         code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                 f"import bench_memory as b; print(json.dumps(b.child({str(manifest)!r}, "
                 f"{d + '/run'!r}, {n}, {vlm!r}, {batch})))")
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        env = dict(os.environ)
+        if pool:  # what the CLI sets before pyarrow loads (vlens.cli.use_system_arrow_pool)
+            env["ARROW_DEFAULT_MEMORY_POOL"] = pool
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env)
         if r.returncode:
             raise RuntimeError(r.stderr[-3000:])
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "vlens-bench-world")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--arrow-pool", default="system", help="Arrow allocator of the runs: "
+                    "system (what `vlens` sets), mimalloc (Arrow's default), or '' to inherit")
     a = ap.parse_args(argv)
     from vlens.world import make_dataset
 
@@ -96,9 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
         marker.write_text("ok")
     gen_s = time.perf_counter() - t
     out = {"world_images": n_max, "world_seconds": gen_s, "vlm": a.vlm,
+           "arrow_pool": a.arrow_pool,
            "load": os.getloadavg()[0], "runs": []}
     for n in sorted(a.sizes):
-        r = measure(manifest, n, a.vlm, a.batch)
+        r = measure(manifest, n, a.vlm, a.batch, a.arrow_pool or None)
         out["runs"].append(r)
         tr = [m for _, m in r["rss_trace"]] or [float("nan")]
         q = [tr[min(len(tr) - 1, int(f * len(tr)))] for f in (0.25, 0.5, 0.75)]

@@ -160,3 +160,4 @@ def test_up_to_date_run_imports_no_torch(world, tmp_path):
                        check=True)
     assert "up to date" in r.stdout
     assert "TORCH False" in r.stdout
+
