@@ -1,7 +1,7 @@
 """Out-of-core compaction of a table's parts: dedup by id (latest wins), sort by id, with
 memory bounded by the id column plus a few MiB, whatever the table size.
 
-Used by `RunStore.finalize` for tables over 1 MiB of parts (e.g. embeddings or concept
+Used by `RunStore.finalize` for tables over 128 KiB of parts (e.g. embeddings or concept
 scores of 100k+ samples, several KB per row). Passes over the files:
 1. read only the ``id`` column of every file (Arrow strings): which rows survive (the last
    copy of each id), and whether the survivors, file after file, are already in id order;
